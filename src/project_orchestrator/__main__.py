@@ -1,0 +1,3 @@
+from project_orchestrator.cli import main
+
+main()

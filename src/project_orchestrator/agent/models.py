@@ -1,0 +1,78 @@
+"""The conversation: every message kept, older turns summarised for the model."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from project_orchestrator.db.base import Base, Timestamps, UUIDPrimaryKey
+from project_orchestrator.db.types import pg_enum
+
+
+class MessageRole(enum.StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class Channel(enum.StrEnum):
+    TELEGRAM = "telegram"
+    GITHUB = "github"
+    API = "api"
+
+
+class ConversationMessage(Base):
+    __tablename__ = "conversation_messages"
+    __table_args__ = (
+        Index("ix_conversation_messages_project_created", "project_id", "created_at"),
+        CheckConstraint("tokens >= 0", name="tokens_not_negative"),
+    )
+
+    # A sequence, not a uuid: the order of a conversation is the order of its ids.
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    role: Mapped[MessageRole] = mapped_column(pg_enum(MessageRole, "message_role"))
+    channel: Mapped[Channel] = mapped_column(pg_enum(Channel, "channel"))
+    author_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("identities.id", ondelete="SET NULL")
+    )
+    content: Mapped[str] = mapped_column(Text)
+    # The model's structured turn (tool calls and results), when there was one.
+    blocks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ConversationSummary(UUIDPrimaryKey, Timestamps, Base):
+    """A summary of every message of a project up to and including `through_message_id`."""
+
+    __tablename__ = "conversation_summaries"
+    __table_args__ = (
+        Index(
+            "uq_conversation_summaries_project_through",
+            "project_id",
+            "through_message_id",
+            unique=True,
+        ),
+    )
+
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    through_message_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("conversation_messages.id", ondelete="CASCADE")
+    )
+    summary: Mapped[str] = mapped_column(Text)

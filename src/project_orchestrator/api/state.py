@@ -1,0 +1,45 @@
+"""What the running app holds: settings, database, clients; built once at startup."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import Request
+
+from project_orchestrator.agent.health import AIReachability
+from project_orchestrator.audit import AuditLog
+from project_orchestrator.config import Settings
+from project_orchestrator.db.engine import Database
+from project_orchestrator.logging import get_logger
+
+log = get_logger(__name__)
+GAUGE_REFRESH_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    audit: AuditLog
+    http: httpx.AsyncClient
+    ai_status_cache: tuple[float, AIReachability] | None = None
+    gauge_refreshers: list[Callable[[Database], Awaitable[None]]] = field(default_factory=list)
+
+    async def refresh_gauges(self) -> None:
+        """Gauges that describe shared state are read from the database at scrape time,
+        so every process reports the same truth. A database outage leaves them stale
+        rather than failing the scrape."""
+        for refresher in self.gauge_refreshers:
+            try:
+                async with asyncio.timeout(GAUGE_REFRESH_TIMEOUT_SECONDS):
+                    await refresher(self.db)
+            except Exception as exc:
+                log.warning("metrics.gauge_refresh_failed", error=type(exc).__name__)
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.orchestrator
+    return state

@@ -1,0 +1,77 @@
+"""FastAPI application factory and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from project_orchestrator import SERVICE_NAME, __version__
+from project_orchestrator.api import health
+from project_orchestrator.api.middleware import RequestContextMiddleware
+from project_orchestrator.api.state import AppState
+from project_orchestrator.audit import AuditLog
+from project_orchestrator.config import Settings, get_settings
+from project_orchestrator.db.embedded import EmbeddedPostgres
+from project_orchestrator.db.engine import create_database
+from project_orchestrator.errors import OrchestratorError
+from project_orchestrator.logging import get_logger, set_known_secrets
+from project_orchestrator.metrics_gauges import GAUGE_REFRESHERS
+
+log = get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.check_startable()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        set_known_secrets(settings.secret_values())
+        embedded: EmbeddedPostgres | None = None
+        database_url = settings.database_url
+        if database_url is None:
+            # `orchestrator serve` starts the embedded server itself; this covers
+            # `uvicorn --factory` and tests that build the app directly.
+            embedded = EmbeddedPostgres(settings.data_dir)
+            database_url = embedded.start()
+        db = create_database(
+            database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
+        app.state.orchestrator = AppState(
+            settings=settings,
+            db=db,
+            audit=AuditLog(settings.audit_log_path, known_secrets=settings.secret_values()),
+            http=http,
+            gauge_refreshers=list(GAUGE_REFRESHERS),
+        )
+        log.info("app.started", env=settings.app_env, version=__version__)
+        try:
+            yield
+        finally:
+            await http.aclose()
+            await db.dispose()
+            if embedded is not None:
+                embedded.stop()
+            log.info("app.stopped")
+
+    app = FastAPI(
+        title="Project Orchestrator",
+        summary=SERVICE_NAME,
+        version=__version__,
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    app.add_exception_handler(OrchestratorError, _orchestrator_error)  # type: ignore[arg-type]
+    app.include_router(health.router)
+    return app
+
+
+async def _orchestrator_error(_: Request, exc: OrchestratorError) -> JSONResponse:
+    return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status_code)

@@ -1,0 +1,107 @@
+"""The audit log: one JSON object per line, exactly the CONTRACT.md keys.
+
+Lines are written with a single `write()` on an O_APPEND descriptor under an exclusive
+`flock`, so concurrent writers (threads or processes) never interleave partial lines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_REDACTED = "[redacted]"
+# Keys whose values are secrets by their very nature, whoever passes them in.
+_SECRET_KEY_PARTS = ("secret", "token", "password", "signature", "authorization", "api_key")
+
+
+class AuditAction(StrEnum):
+    PROJECT_CREATED = "project_created"
+    WORKFLOW_STARTED = "workflow_started"
+    WORKFLOW_HELD = "workflow_held"
+    WORKFLOW_RESUMED = "workflow_resumed"
+    WORKFLOW_CANCELLED = "workflow_cancelled"
+    VISION_GENERATED = "vision_generated"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_GRANTED = "approval_granted"
+    APPROVAL_REJECTED = "approval_rejected"
+    SCAR_COMMAND_EXECUTED = "scar_command_executed"
+    WEBHOOK_SIGNATURE_FAILED = "webhook_signature_failed"
+    WEBHOOK_IP_DENIED = "webhook_ip_denied"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    UNAUTHORIZED_ACCESS = "unauthorized_access"
+    EVENT_REPLAYED = "event_replayed"
+
+
+class AuditResult(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    DENIED = "denied"
+
+
+class AuditLog:
+    def __init__(self, path: Path, *, known_secrets: Iterable[str] = ()) -> None:
+        self.path = path
+        self._secrets = tuple(sorted({s for s in known_secrets if s}, key=len, reverse=True))
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        action: AuditAction | str,
+        *,
+        result: AuditResult | str = AuditResult.SUCCESS,
+        user_id: str | None = None,
+        project_id: object | None = None,
+        details: Mapping[str, Any] | None = None,
+        ip_address: str | None = None,
+    ) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "timestamp": datetime.now(UTC).isoformat(),
+            "action": str(action),
+            "user_id": user_id,
+            "project_id": None if project_id is None else str(project_id),
+            "details": self._scrub(dict(details or {})),
+            "result": str(AuditResult(result)),
+            "ip_address": ip_address,
+        }
+        line = orjson.dumps(entry, default=str) + b"\n"
+        line = self._scrub_bytes(line)
+        self._append(line)
+        return entry
+
+    def _append(self, line: bytes) -> None:
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                view = memoryview(line)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            finally:
+                os.close(fd)  # closing releases the flock
+
+    def _scrub(self, value: Any, key: str = "") -> Any:
+        if any(part in key.lower() for part in _SECRET_KEY_PARTS):
+            return _REDACTED
+        if isinstance(value, Mapping):
+            return {str(k): self._scrub(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple | set):
+            return [self._scrub(v) for v in value]
+        return value
+
+    def _scrub_bytes(self, line: bytes) -> bytes:
+        # Belt and braces: a known secret value is removed wherever it hides.
+        for secret in self._secrets:
+            encoded = orjson.dumps(secret)[1:-1]
+            if encoded in line:
+                line = line.replace(encoded, _REDACTED.encode())
+        return line

@@ -1,0 +1,134 @@
+"""The `orchestrator` command line (typer). Heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from project_orchestrator.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from project_orchestrator.config import Settings
+
+app = typer.Typer(
+    name="orchestrator",
+    help="Project Orchestrator: build software by chatting.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+events_app = typer.Typer(help="Inspect and replay inbound events.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+def _load_settings() -> Settings:
+    from pydantic import ValidationError
+
+    from project_orchestrator.config import get_settings
+    from project_orchestrator.logging import configure_logging, set_known_secrets
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        typer.echo(f"Invalid configuration:\n{_describe_validation_error(exc)}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(level=settings.log_level, json_output=settings.is_production)
+    set_known_secrets(settings.secret_values())
+    return settings
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+        # Never echo the offending input: it may be a secret.
+        lines.append(f"  {name}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _refuse_unstartable(settings: Settings) -> None:
+    try:
+        settings.check_startable()
+    except ConfigurationError as exc:
+        typer.echo(f"Refusing to start: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run the job worker in-process.")
+    ] = True,
+    host: Annotated[str | None, typer.Option(help="Listen address (default HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default PORT).")] = None,
+) -> None:
+    """Run the API (and, unless --no-worker, a worker), migrating the database first."""
+    settings = _load_settings()
+    _refuse_unstartable(settings)
+    from project_orchestrator.runtime import run_server
+
+    run_server(settings, with_worker=worker, host=host, port=port)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations (same as `alembic upgrade head`)."""
+    settings = _load_settings()
+    from project_orchestrator.runtime import database_url_for_cli, migrate_database
+
+    with database_url_for_cli(settings) as url:
+        migrate_database(url)
+    typer.echo("Database is at the latest migration.")
+
+
+@app.command()
+def doctor() -> None:
+    """Check configuration, database, migrations, AI, Telegram, GitHub and SCAR."""
+    settings = _load_settings()
+    from project_orchestrator.doctor import exit_code, render, run_checks
+
+    results = asyncio.run(run_checks(settings))
+    typer.echo(render(results))
+    raise typer.Exit(exit_code(results))
+
+
+@app.command()
+def worker() -> None:
+    """Run the job worker alone (several may run, on several machines)."""
+    _load_settings()
+    typer.echo("The job worker arrives with the job queue; nothing to run yet.", err=True)
+    raise typer.Exit(2)
+
+
+@events_app.command("list")
+def events_list(
+    failed: Annotated[bool, typer.Option("--failed", help="Only events that failed.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """List recent inbound events (newest first)."""
+    settings = _load_settings()
+    from project_orchestrator.events.cli import list_events
+    from project_orchestrator.runtime import database_url_for_cli
+
+    with database_url_for_cli(settings) as url:
+        lines = asyncio.run(list_events(url, failed_only=failed, limit=limit))
+    typer.echo("\n".join(lines) if lines else "No events.")
+
+
+@events_app.command("replay")
+def events_replay(event_id: Annotated[str, typer.Argument(help="Event id")]) -> None:
+    """Run an event's handling again."""
+    _load_settings()
+    typer.echo(f"Replaying {event_id} needs the job queue, which is not built yet.", err=True)
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,222 @@
+"""Settings read from the environment (names fixed by CONTRACT.md)."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from project_orchestrator.errors import ConfigurationError
+
+# GitHub's published `hooks` ranges (GET https://api.github.com/meta); operators can
+# override them with GITHUB_WEBHOOK_IPS when GitHub publishes new ones.
+GITHUB_HOOKS_RANGES = (
+    "192.30.252.0/22",
+    "185.199.108.0/22",
+    "140.82.112.0/20",
+    "143.55.64.0/20",
+    "2a0a:a440::/29",
+    "2606:50c0::/32",
+)
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _blank_to_none(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    app_env: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    database_url: str | None = None
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=5, ge=0)
+    # Where the embedded PostgreSQL keeps its files when DATABASE_URL is unset.
+    data_dir: Path = Path("data")
+
+    api_key: SecretStr | None = None
+
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_model: str = "claude-sonnet-4-5"
+    ai_max_tokens_per_project: int = Field(default=2_000_000, ge=1)
+
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_base_url: str = "https://api.telegram.org"
+    telegram_mode_setting: Literal["webhook", "polling", "off"] | None = Field(
+        default=None, validation_alias="TELEGRAM_MODE"
+    )
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_allowed_user_ids: Annotated[list[int], NoDecode] = []
+
+    github_access_token: SecretStr | None = None
+    github_api_url: str = "https://api.github.com"
+    github_webhook_secret: Annotated[list[SecretStr], NoDecode] = []
+    github_bot_mention: str = "@orchestrator"
+    github_allowed_users: CommaList = []
+
+    webhook_ip_filtering_setting: bool | None = Field(
+        default=None, validation_alias="WEBHOOK_IP_FILTERING_ENABLED"
+    )
+    github_webhook_ips: CommaList = list(GITHUB_HOOKS_RANGES)
+    trusted_proxies: CommaList = []
+    default_rate_limit: str = "100/minute"
+    rate_limit_storage_uri: str = "memory://"
+
+    scar_transport: Literal["http", "github"] = "http"
+    scar_base_url: str = "http://127.0.0.1:3000"
+    scar_timeout_seconds: float = Field(default=1800.0, gt=0)
+    scar_github_mention: str = "@scar"
+
+    audit_log_path: Path = Path("logs/audit.log")
+
+    @field_validator(
+        "telegram_allowed_user_ids",
+        "github_webhook_secret",
+        "github_allowed_users",
+        "github_webhook_ips",
+        "trusted_proxies",
+        mode="before",
+    )
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator(
+        "database_url",
+        "api_key",
+        "anthropic_api_key",
+        "telegram_bot_token",
+        "telegram_webhook_secret",
+        "github_access_token",
+        "telegram_mode_setting",
+        "webhook_ip_filtering_setting",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator("github_webhook_ips", "trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not an IP network in CIDR form") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_driver(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_database_url(value)
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def telegram_mode(self) -> Literal["webhook", "polling", "off"]:
+        if self.telegram_mode_setting is not None:
+            return self.telegram_mode_setting
+        if self.is_production:
+            return "webhook"
+        return "polling" if self.telegram_bot_token else "off"
+
+    @property
+    def webhook_ip_filtering_enabled(self) -> bool:
+        if self.webhook_ip_filtering_setting is not None:
+            return self.webhook_ip_filtering_setting
+        return self.is_production
+
+    @property
+    def github_enabled(self) -> bool:
+        """GitHub is in use once the service can act on it (it has an access token)."""
+        return self.github_access_token is not None
+
+    def missing_production_secrets(self) -> list[str]:
+        missing: list[str] = []
+        if self.database_url is None:
+            missing.append("DATABASE_URL")
+        if self.api_key is None:
+            missing.append("API_KEY")
+        if self.github_enabled and not self.github_webhook_secret:
+            missing.append("GITHUB_WEBHOOK_SECRET")
+        if (
+            self.telegram_mode == "webhook"
+            and self.telegram_bot_token is not None
+            and self.telegram_webhook_secret is None
+        ):
+            missing.append("TELEGRAM_WEBHOOK_SECRET")
+        return missing
+
+    def check_startable(self) -> None:
+        """Refuse to run production without its secrets, naming every one missing."""
+        if not self.is_production:
+            return
+        missing = self.missing_production_secrets()
+        if missing:
+            raise ConfigurationError(
+                "APP_ENV=production needs these settings, which are unset: " + ", ".join(missing)
+            )
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, so writers can make sure none leaks."""
+        candidates: list[SecretStr | None] = [
+            self.api_key,
+            self.anthropic_api_key,
+            self.telegram_bot_token,
+            self.telegram_webhook_secret,
+            self.github_access_token,
+            *self.github_webhook_secret,
+        ]
+        values = [c.get_secret_value() for c in candidates if c is not None]
+        password = database_password(self.database_url)
+        if password:
+            values.append(password)
+        return [v for v in values if len(v) >= 4]
+
+
+def normalise_database_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if not url.startswith("postgresql+asyncpg://"):
+        raise ValueError("DATABASE_URL must start with postgresql+asyncpg:// or postgresql://")
+    return url
+
+
+def database_password(url: str | None) -> str | None:
+    if not url:
+        return None
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).password
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,64 @@
+"""Engine and session factory; only the edges (request, job) commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from project_orchestrator import SERVICE_NAME
+
+# Short enough that probes turn 503 within seconds of the database going away.
+CONNECT_TIMEOUT_SECONDS = 3.0
+PROBE_TIMEOUT_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+    @asynccontextmanager
+    async def session_scope(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commit when the block succeeds, roll back when it raises."""
+        async with self.sessionmaker() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def ping(self) -> None:
+        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS), self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def create_database(url: str, *, pool_size: int = 10, max_overflow: int = 5) -> Database:
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        # A connection that died with the server is replaced on checkout, so the
+        # service recovers by itself when the database comes back.
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "timeout": CONNECT_TIMEOUT_SECONDS,
+            "command_timeout": 30,
+            "server_settings": {"application_name": SERVICE_NAME},
+        },
+    )
+    return Database(engine=engine, sessionmaker=async_sessionmaker(engine, expire_on_commit=False))

@@ -1,0 +1,43 @@
+"""Every model, imported so that Base.metadata is complete (Alembic, drift check)."""
+
+from __future__ import annotations
+
+from project_orchestrator.agent.models import ConversationMessage, ConversationSummary
+from project_orchestrator.channels.models import OutboundMessage
+from project_orchestrator.db.base import Base
+from project_orchestrator.events.models import InboundEvent
+from project_orchestrator.projects.models import (
+    Identity,
+    IdentityLinkCode,
+    Project,
+    ProjectMember,
+    TelegramChat,
+)
+from project_orchestrator.scar.models import ScarCommand
+from project_orchestrator.vision.models import VisionDocument
+from project_orchestrator.workflow.models import (
+    ApprovalGate,
+    WorkflowPhase,
+    WorkflowRun,
+)
+
+metadata = Base.metadata
+
+__all__ = [
+    "ApprovalGate",
+    "Base",
+    "ConversationMessage",
+    "ConversationSummary",
+    "Identity",
+    "IdentityLinkCode",
+    "InboundEvent",
+    "OutboundMessage",
+    "Project",
+    "ProjectMember",
+    "ScarCommand",
+    "TelegramChat",
+    "VisionDocument",
+    "WorkflowPhase",
+    "WorkflowRun",
+    "metadata",
+]

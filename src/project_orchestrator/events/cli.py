@@ -1,0 +1,47 @@
+"""`orchestrator events list`: what arrived, what became of it."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from project_orchestrator.db.engine import create_database
+from project_orchestrator.events.models import EventStatus, InboundEvent
+
+
+def _one_line(text: str | None, width: int = 80) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+async def list_events(database_url: str, *, failed_only: bool, limit: int) -> list[str]:
+    """One line per event, newest first: id, time, source, type, status, attempts, error."""
+    db = create_database(database_url, pool_size=1, max_overflow=0)
+    try:
+        query = (
+            select(
+                InboundEvent.id,
+                InboundEvent.received_at,
+                InboundEvent.source,
+                InboundEvent.event_type,
+                InboundEvent.external_id,
+                InboundEvent.status,
+                InboundEvent.attempts,
+                InboundEvent.last_error,
+            )
+            .order_by(InboundEvent.id.desc())
+            .limit(limit)
+        )
+        if failed_only:
+            query = query.where(InboundEvent.status == EventStatus.FAILED)
+        async with db.sessionmaker() as session:
+            rows = (await session.execute(query)).all()
+    finally:
+        await db.dispose()
+    return [
+        f"{row.id:>8}  {row.received_at:%Y-%m-%d %H:%M:%S}Z  {row.source.value:<8} "
+        f"{row.event_type:<28} {row.status.value:<8} attempts={row.attempts} "
+        f"{row.external_id}  {_one_line(row.last_error)}".rstrip()
+        for row in rows
+    ]

@@ -1,0 +1,121 @@
+"""People, projects and who may decide for them."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from project_orchestrator.db.base import Base, Timestamps, UUIDPrimaryKey
+from project_orchestrator.db.types import pg_enum
+
+
+class ProjectStatus(enum.StrEnum):
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+
+
+class MemberRole(enum.StrEnum):
+    OWNER = "owner"
+    APPROVER = "approver"
+
+
+class Identity(UUIDPrimaryKey, Timestamps, Base):
+    """One person, known by a Telegram user id, a GitHub login, or both once linked."""
+
+    __tablename__ = "identities"
+    __table_args__ = (
+        CheckConstraint(
+            "telegram_user_id IS NOT NULL OR github_login IS NOT NULL", name="has_handle"
+        ),
+        # GitHub logins are case-insensitive: one person, one row.
+        Index("uq_identities_github_login_lower", func.lower(text("github_login")), unique=True),
+    )
+
+    telegram_user_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    github_login: Mapped[str | None] = mapped_column(String(39))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+
+    @property
+    def audit_user_id(self) -> str:
+        if self.telegram_user_id is not None:
+            return f"telegram:{self.telegram_user_id}"
+        return f"github:{self.github_login}"
+
+
+class Project(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "projects"
+    __table_args__ = (
+        CheckConstraint("length(trim(name)) > 0", name="name_not_blank"),
+        CheckConstraint("ai_tokens_used >= 0", name="tokens_not_negative"),
+        CheckConstraint(
+            "github_repo IS NULL OR github_repo ~ '^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$'",
+            name="github_repo_full_name",
+        ),
+        # Repositories are found by exact full name, case-insensitively as GitHub does.
+        Index("uq_projects_github_repo_lower", func.lower(text("github_repo")), unique=True),
+        Index("ix_projects_telegram_chat_id", "telegram_chat_id"),
+    )
+
+    name: Mapped[str] = mapped_column(String(200))
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identities.id", ondelete="RESTRICT"))
+    github_repo: Mapped[str | None] = mapped_column(String(200))
+    github_issue_number: Mapped[int | None] = mapped_column(BigInteger)
+    telegram_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[ProjectStatus] = mapped_column(
+        pg_enum(ProjectStatus, "project_status"),
+        default=ProjectStatus.ACTIVE,
+        server_default=ProjectStatus.ACTIVE.value,
+    )
+    ai_tokens_used: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class ProjectMember(Timestamps, Base):
+    """Who may decide a project's gates: its owner and any approvers it names."""
+
+    __tablename__ = "project_members"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    identity_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[MemberRole] = mapped_column(pg_enum(MemberRole, "member_role"))
+
+
+class TelegramChat(Timestamps, Base):
+    """Per-chat state that must survive restarts, such as the project in use."""
+
+    __tablename__ = "telegram_chats"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    current_project_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="SET NULL")
+    )
+
+
+class IdentityLinkCode(UUIDPrimaryKey, Timestamps, Base):
+    """A one-time code proving that a Telegram user also controls a GitHub login."""
+
+    __tablename__ = "identity_link_codes"
+    __table_args__ = (CheckConstraint("expires_at > created_at", name="expires_after_creation"),)
+
+    identity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    github_login: Mapped[str] = mapped_column(String(39))
+    # Only a hash is kept: the code itself is a credential.
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    consumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,63 @@
+"""Starting the service: database (embedded or configured), migrations, uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from project_orchestrator.config import Settings
+from project_orchestrator.db.embedded import EmbeddedPostgres
+from project_orchestrator.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@contextmanager
+def database_url_for_cli(settings: Settings) -> Iterator[str]:
+    """The configured database, or the embedded one under DATA_DIR for as long as needed."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    url = embedded.start()
+    try:
+        yield url
+    finally:
+        embedded.stop()
+
+
+def migrate_database(database_url: str) -> None:
+    from project_orchestrator.db.migrations import upgrade_to_head
+
+    log.info("migrations.upgrading")
+    upgrade_to_head(database_url)
+    log.info("migrations.at_head")
+
+
+def run_server(
+    settings: Settings, *, with_worker: bool, host: str | None, port: int | None
+) -> None:
+    import uvicorn
+
+    from project_orchestrator.app import create_app
+    from project_orchestrator.server import GracefulServer
+
+    with database_url_for_cli(settings) as url:
+        migrate_database(url)
+        effective = settings.model_copy(update={"database_url": url})
+        app = create_app(effective)
+        if with_worker:
+            # The in-process worker joins here once the job queue exists.
+            log.info("worker.not_available_yet")
+        config = uvicorn.Config(
+            app,
+            host=host or settings.host,
+            port=port or settings.port,
+            log_config=None,  # keep uvicorn's records in our structlog pipeline
+            loop="uvloop",
+            http="httptools",
+            proxy_headers=False,  # TRUSTED_PROXIES decides whom to believe, not uvicorn
+            server_header=False,
+            timeout_graceful_shutdown=20,
+        )
+        GracefulServer(config).run()

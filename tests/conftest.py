@@ -1,0 +1,86 @@
+"""Shared fixtures: a real PostgreSQL migrated by Alembic, settings, the app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+
+from project_orchestrator.config import Settings
+from project_orchestrator.db.engine import Database, create_database
+from project_orchestrator.db.migrations import upgrade_to_head
+from project_orchestrator.db.models import metadata
+from project_orchestrator.queue.schema import QUEUE_TABLES
+from tests.support import postgres
+
+# Every variable the service reads; the developer's own environment must not leak in.
+_OWN_VARIABLES = set(Settings.model_fields) | {
+    "TELEGRAM_MODE",
+    "WEBHOOK_IP_FILTERING_ENABLED",
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.lower() in {v.lower() for v in _OWN_VARIABLES}:
+            monkeypatch.delenv(name)
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    return postgres.admin_url()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url: str) -> Iterator[str]:
+    """One database for the session, migrated to head by Alembic."""
+    url = postgres.create_database(pg_server_url)
+    upgrade_to_head(url)
+    yield url
+    postgres.drop_database(pg_server_url, url)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The migrated database, emptied after each test so tests stay independent."""
+    database = create_database(database_url, pool_size=5, max_overflow=5)
+    yield database
+    tables = [t.name for t in reversed(metadata.sorted_tables)] + list(QUEUE_TABLES)
+    if tables:
+        async with database.engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    await database.dispose()
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "audit_log_path": tmp_path / "audit.log",
+        "data_dir": tmp_path / "data",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url=database_url)
+
+
+@pytest.fixture
+async def client(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    from project_orchestrator.app import create_app
+
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield c
