@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from slowapi.errors import RateLimitExceeded
 
 from project_orchestrator import SERVICE_NAME, __version__
 from project_orchestrator.api import health
@@ -17,7 +18,17 @@ from project_orchestrator.audit import AuditLog
 from project_orchestrator.config import Settings, get_settings
 from project_orchestrator.db.embedded import EmbeddedPostgres
 from project_orchestrator.db.engine import create_database
+from project_orchestrator.db.raw import create_pool
 from project_orchestrator.errors import OrchestratorError
+from project_orchestrator.events.writer import EventWriter
+from project_orchestrator.ingress.client_ip import ClientResolver, IpAllowList, parse_networks
+from project_orchestrator.ingress.github import route as github_route
+from project_orchestrator.ingress.github.route import (
+    GitHubIngress,
+    WebhookRefused,
+    refusal_handler,
+)
+from project_orchestrator.ingress.rate_limit import build_limiter, rate_limit_exceeded
 from project_orchestrator.logging import get_logger, set_known_secrets
 from project_orchestrator.metrics_gauges import GAUGE_REFRESHERS
 
@@ -44,17 +55,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_overflow=settings.database_max_overflow,
         )
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
+        # min_size=0: the app starts (and reports 503) while the database is down.
+        pool = await create_pool(database_url, min_size=0, max_size=4)
+        writer = EventWriter(pool)
+        writer.start()
+        audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
         app.state.orchestrator = AppState(
             settings=settings,
             db=db,
-            audit=AuditLog(settings.audit_log_path, known_secrets=settings.secret_values()),
+            audit=audit,
             http=http,
+            github_ingress=_github_ingress(settings, writer, audit),
             gauge_refreshers=list(GAUGE_REFRESHERS),
         )
         log.info("app.started", env=settings.app_env, version=__version__)
         try:
             yield
         finally:
+            await writer.close()
+            await pool.close()
             await http.aclose()
             await db.dispose()
             if embedded is not None:
@@ -69,8 +88,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(OrchestratorError, _orchestrator_error)  # type: ignore[arg-type]
+    limiter = build_limiter(settings)
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, rate_limit_exceeded)
+    app.add_exception_handler(WebhookRefused, refusal_handler(_ingress_of))  # type: ignore[arg-type]
     app.include_router(health.router)
+    app.include_router(github_route.build_router(_ingress_of, limiter, settings.default_rate_limit))
     return app
+
+
+def _ingress_of(request: Request) -> GitHubIngress:
+    ingress: GitHubIngress = request.app.state.orchestrator.github_ingress
+    return ingress
+
+
+def _github_ingress(settings: Settings, writer: EventWriter, audit: AuditLog) -> GitHubIngress:
+    allow_list = (
+        IpAllowList(parse_networks(settings.github_webhook_ips))
+        if settings.webhook_ip_filtering_enabled
+        else None
+    )
+    return GitHubIngress(
+        writer=writer,
+        audit=audit,
+        secrets=tuple(
+            s.get_secret_value().encode()
+            for s in settings.github_webhook_secret
+            if s.get_secret_value()
+        ),
+        resolver=ClientResolver(parse_networks(settings.trusted_proxies)),
+        allow_list=allow_list,
+    )
 
 
 async def _orchestrator_error(_: Request, exc: OrchestratorError) -> JSONResponse:

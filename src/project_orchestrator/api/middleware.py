@@ -47,6 +47,9 @@ class RequestContextMiddleware:
         correlation_id = _incoming_request_id(scope) or new_correlation_id()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+        # Each request gets its own state (some servers hand every request the same
+        # lifespan dict); routes that store work hand the correlation id on to the job.
+        scope["state"] = {**scope.get("state", {}), "correlation_id": correlation_id}
         started = time.perf_counter()
         status_code = 500
 

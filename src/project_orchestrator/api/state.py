@@ -13,6 +13,7 @@ from project_orchestrator.agent.health import AIReachability
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
+from project_orchestrator.ingress.github.route import GitHubIngress
 from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)
@@ -25,6 +26,7 @@ class AppState:
     db: Database
     audit: AuditLog
     http: httpx.AsyncClient
+    github_ingress: GitHubIngress
     ai_status_cache: tuple[float, AIReachability] | None = None
     gauge_refreshers: list[Callable[[Database], Awaitable[None]]] = field(default_factory=list)
 

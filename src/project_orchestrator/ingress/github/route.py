@@ -1,0 +1,265 @@
+"""POST /webhooks/github: verify, store with its job, acknowledge. Nothing else.
+
+The checks run in the order CONTRACT.md fixes (IP, rate, size and type, headers,
+signature, JSON) and every refusal is audited and counted. This is the hot path, so it
+stays lean: no ORM, no model validation, orjson, one coalesced commit per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from slowapi import Limiter
+
+from project_orchestrator import metrics
+from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
+from project_orchestrator.events.models import EventSource
+from project_orchestrator.events.writer import (
+    EventWriter,
+    NewEvent,
+    StoreOutcome,
+    StoreUnavailable,
+)
+from project_orchestrator.ingress.client_ip import ClientResolver, IpAllowList
+from project_orchestrator.ingress.github.signature import signature_matches
+from project_orchestrator.ingress.github.vocabulary import event_label, serial_key_for
+from project_orchestrator.logging import get_logger
+
+log = get_logger(__name__)
+
+MAX_BODY_BYTES = 25 * 1024 * 1024
+SOURCE = "github"
+# Headers worth keeping with the event; the signature is not needed once verified.
+KEPT_HEADERS = (
+    "x-github-event",
+    "x-github-delivery",
+    "x-github-hook-id",
+    "x-github-hook-installation-target-id",
+    "x-github-hook-installation-target-type",
+    "user-agent",
+)
+
+
+@dataclass(frozen=True)
+class GitHubIngress:
+    writer: EventWriter
+    audit: AuditLog
+    secrets: tuple[bytes, ...]
+    resolver: ClientResolver
+    allow_list: IpAllowList | None  # None: filtering is off
+
+
+def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+class WebhookRefused(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def _refuse(
+    ingress: GitHubIngress,
+    request: Request,
+    *,
+    status: int,
+    reason: str,
+    message: str,
+    action: AuditAction | None = None,
+) -> Response:
+    event = event_label(request.headers.get("x-github-event"))
+    client_ip = getattr(request.state, "client_ip", None)
+    metrics.webhook_events_total.labels(SOURCE, event, reason).inc()
+    # The reason, never the payload or a signature: both are the caller's input.
+    log.warning("webhook.refused", source=SOURCE, reason=reason, status=status, ip=client_ip)
+    ingress.audit.record(
+        action or AuditAction.UNAUTHORIZED_ACCESS,
+        result=AuditResult.DENIED,
+        details={
+            "source": SOURCE,
+            "reason": reason,
+            "event": event,
+            "delivery": (request.headers.get("x-github-delivery") or "")[:100] or None,
+        },
+        ip_address=client_ip,
+    )
+    return _json(status, {"error": reason, "message": message})
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The raw body, or None when it is larger than MAX_BODY_BYTES."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_json_content_type(value: str | None) -> bool:
+    if not value:
+        return False
+    return value.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def build_router(
+    get_ingress: Callable[[Request], GitHubIngress],
+    limiter: Limiter,
+    rate_limit: str,
+) -> APIRouter:
+    router = APIRouter(tags=["webhooks"])
+
+    async def ip_filter(request: Request) -> None:
+        ingress = get_ingress(request)
+        client = request.client
+        client_ip = ingress.resolver.client_ip(
+            client.host if client else None, request.headers.get("x-forwarded-for")
+        )
+        request.state.client_ip = client_ip
+        if ingress.allow_list is not None and not ingress.allow_list.allows(client_ip):
+            raise WebhookRefused(403, "ip_denied", "This address may not deliver webhooks.")
+
+    @router.post(
+        "/webhooks/github",
+        status_code=202,
+        dependencies=[Depends(ip_filter)],
+        summary="Receive a GitHub webhook delivery",
+        responses={
+            200: {"description": "Duplicate delivery: already stored, nothing queued again"},
+            400: {"description": "Missing headers or a body that is not a JSON object"},
+            403: {"description": "Address not allowed, or signature missing or wrong"},
+            413: {"description": "Body over 25 MiB"},
+            415: {"description": "Content type is not JSON"},
+            429: {"description": "Rate limit exceeded (see Retry-After)"},
+            503: {"description": "No webhook secret configured, or database unavailable"},
+        },
+    )
+    @limiter.limit(rate_limit)
+    async def github_webhook(request: Request) -> Response:
+        return await _handle(get_ingress(request), request)
+
+    return router
+
+
+async def _handle(ingress: GitHubIngress, request: Request) -> Response:
+    body = await _read_body(request)
+    if body is None:
+        return _refuse(
+            ingress, request, status=413, reason="too_large", message="Body over 25 MiB."
+        )
+    if not _is_json_content_type(request.headers.get("content-type")):
+        return _refuse(
+            ingress,
+            request,
+            status=415,
+            reason="unsupported_media_type",
+            message="Send the webhook with content type application/json.",
+        )
+    event_type = request.headers.get("x-github-event")
+    delivery = request.headers.get("x-github-delivery")
+    if not event_type or not delivery or len(delivery) > 200 or len(event_type) > 100:
+        return _refuse(
+            ingress,
+            request,
+            status=400,
+            reason="missing_headers",
+            message="X-GitHub-Event and X-GitHub-Delivery are required.",
+        )
+    if not ingress.secrets:
+        return _refuse(
+            ingress,
+            request,
+            status=503,
+            reason="not_configured",
+            message="No webhook secret is configured; unsigned deliveries are refused.",
+        )
+    if not signature_matches(request.headers.get("x-hub-signature-256"), body, ingress.secrets):
+        return _refuse(
+            ingress,
+            request,
+            status=403,
+            reason="bad_signature",
+            message="X-Hub-Signature-256 is missing or does not match.",
+            action=AuditAction.WEBHOOK_SIGNATURE_FAILED,
+        )
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        payload = None
+    if not isinstance(payload, dict):
+        return _refuse(
+            ingress, request, status=400, reason="bad_json", message="Body is not a JSON object."
+        )
+    return await _store(ingress, request, event_type, delivery, body, payload)
+
+
+async def _store(
+    ingress: GitHubIngress,
+    request: Request,
+    event_type: str,
+    delivery: str,
+    body: bytes,
+    payload: dict[str, object],
+) -> Response:
+    headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+    event = NewEvent(
+        source=EventSource.GITHUB,
+        external_id=delivery,
+        event_type=event_type,
+        serial_key=serial_key_for(payload),
+        headers_json=orjson.dumps(headers).decode(),
+        payload_json=body.decode("utf-8"),
+        correlation_id=getattr(request.state, "correlation_id", None),
+        client_ip=getattr(request.state, "client_ip", None),
+    )
+    label = event_label(event_type)
+    try:
+        stored = await ingress.writer.store(event)
+    except StoreUnavailable:
+        metrics.webhook_events_total.labels(SOURCE, label, "unavailable").inc()
+        return _json(
+            503,
+            {"error": "unavailable", "message": "Could not store the delivery; send it again."},
+            headers={"Retry-After": "5"},
+        )
+    except Exception as exc:
+        # A row the database refuses (bad data) is the sender's fault, not an outage.
+        metrics.webhook_events_total.labels(SOURCE, label, "refused").inc()
+        log.warning("webhook.store_refused", error=type(exc).__name__, delivery=delivery)
+        return _json(400, {"error": "unstorable", "message": "The delivery could not be stored."})
+    metrics.webhook_events_total.labels(SOURCE, label, stored.outcome.value).inc()
+    if stored.outcome is StoreOutcome.DUPLICATE:
+        return _json(200, {"status": "duplicate", "delivery": delivery})
+    return _json(202, {"status": "accepted", "delivery": delivery})
+
+
+RefusalHandler = Callable[[Request, WebhookRefused], Awaitable[Response]]
+
+
+def refusal_handler(get_ingress: Callable[[Request], GitHubIngress]) -> RefusalHandler:
+    async def handle(request: Request, exc: WebhookRefused) -> Response:
+        action = AuditAction.WEBHOOK_IP_DENIED if exc.reason == "ip_denied" else None
+        return _refuse(
+            get_ingress(request),
+            request,
+            status=exc.status,
+            reason=exc.reason,
+            message=exc.message,
+            action=action,
+        )
+
+    return handle

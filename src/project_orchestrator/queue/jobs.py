@@ -1,0 +1,26 @@
+"""The job kinds and how a job's payload is written and read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+# One job per inbound event; the event row holds everything the handler needs.
+HANDLE_EVENT = "handle_event"
+
+
+@dataclass(frozen=True)
+class EventJob:
+    event_id: int
+    correlation_id: str | None = None
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"event_id": self.event_id, "correlation_id": self.correlation_id})
+
+    @classmethod
+    def decode(cls, payload: bytes | None) -> EventJob:
+        if not payload:
+            raise ValueError("event job without a payload")
+        data = orjson.loads(payload)
+        return cls(event_id=int(data["event_id"]), correlation_id=data.get("correlation_id"))
