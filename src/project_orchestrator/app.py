@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,11 +33,13 @@ from project_orchestrator.ingress.github.route import (
 from project_orchestrator.ingress.rate_limit import build_limiter, rate_limit_exceeded
 from project_orchestrator.logging import get_logger, set_known_secrets
 from project_orchestrator.metrics_gauges import GAUGE_REFRESHERS
+from project_orchestrator.queue.assembly import build_processor
+from project_orchestrator.queue.worker import run_worker
 
 log = get_logger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, with_worker: bool = False) -> FastAPI:
     settings = settings or get_settings()
     settings.check_startable()
 
@@ -68,10 +72,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             github_ingress=_github_ingress(settings, writer, audit),
             gauge_refreshers=list(GAUGE_REFRESHERS),
         )
-        log.info("app.started", env=settings.app_env, version=__version__)
+        worker_stop = asyncio.Event()
+        worker = (
+            asyncio.create_task(
+                run_worker(database_url, build_processor(settings, db, audit), worker_stop),
+                name="in-process-worker",
+            )
+            if with_worker
+            else None
+        )
+        log.info("app.started", env=settings.app_env, version=__version__, worker=with_worker)
         try:
             yield
         finally:
+            if worker is not None:
+                # Requests have drained by now; the worker finishes the jobs it holds.
+                worker_stop.set()
+                with contextlib.suppress(Exception):
+                    await worker
             await writer.close()
             await pool.close()
             await http.aclose()

@@ -99,9 +99,11 @@ def doctor() -> None:
 @app.command()
 def worker() -> None:
     """Run the job worker alone (several may run, on several machines)."""
-    _load_settings()
-    typer.echo("The job worker arrives with the job queue; nothing to run yet.", err=True)
-    raise typer.Exit(2)
+    settings = _load_settings()
+    _refuse_unstartable(settings)
+    from project_orchestrator.runtime import run_worker_process
+
+    run_worker_process(settings)
 
 
 @events_app.command("list")
@@ -120,11 +122,24 @@ def events_list(
 
 
 @events_app.command("replay")
-def events_replay(event_id: Annotated[str, typer.Argument(help="Event id")]) -> None:
-    """Run an event's handling again."""
-    _load_settings()
-    typer.echo(f"Replaying {event_id} needs the job queue, which is not built yet.", err=True)
-    raise typer.Exit(2)
+def events_replay(event_id: Annotated[int, typer.Argument(help="Event id")]) -> None:
+    """Run an event's handling again (a failed one, or any other)."""
+    settings = _load_settings()
+    from project_orchestrator.audit import AuditAction, AuditLog
+    from project_orchestrator.events.cli import replay
+    from project_orchestrator.events.replay import UnknownEvent
+    from project_orchestrator.runtime import database_url_for_cli
+
+    with database_url_for_cli(settings) as url:
+        try:
+            message = asyncio.run(replay(url, event_id))
+        except UnknownEvent as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+    AuditLog(settings.audit_log_path, known_secrets=settings.secret_values()).record(
+        AuditAction.EVENT_REPLAYED, details={"event_id": event_id, "via": "cli"}
+    )
+    typer.echo(message)
 
 
 def main() -> None:

@@ -45,10 +45,7 @@ def run_server(
     with database_url_for_cli(settings) as url:
         migrate_database(url)
         effective = settings.model_copy(update={"database_url": url})
-        app = create_app(effective)
-        if with_worker:
-            # The in-process worker joins here once the job queue exists.
-            log.info("worker.not_available_yet")
+        app = create_app(effective, with_worker=with_worker)
         config = uvicorn.Config(
             app,
             host=host or settings.host,
@@ -61,3 +58,12 @@ def run_server(
             timeout_graceful_shutdown=20,
         )
         GracefulServer(config).run()
+
+
+def run_worker_process(settings: Settings) -> None:
+    import asyncio
+
+    from project_orchestrator.queue.assembly import worker_main
+
+    with database_url_for_cli(settings) as url:
+        asyncio.run(worker_main(settings, url))

@@ -45,3 +45,15 @@ async def list_events(database_url: str, *, failed_only: bool, limit: int) -> li
         f"{row.external_id}  {_one_line(row.last_error)}".rstrip()
         for row in rows
     ]
+
+
+async def replay(database_url: str, event_id: int) -> str:
+    from project_orchestrator.events.replay import replay_event
+
+    db = create_database(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with db.session_scope() as session:
+            event = await replay_event(session, event_id)
+            return f"Event {event.id} ({event.source.value} {event.event_type}) queued again."
+    finally:
+        await db.dispose()

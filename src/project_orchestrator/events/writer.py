@@ -15,10 +15,10 @@ from enum import StrEnum
 
 import asyncpg
 import structlog
-from pgqueuer.queries import Queries
 
 from project_orchestrator.events.models import EventSource
-from project_orchestrator.queue.jobs import HANDLE_EVENT, EventJob
+from project_orchestrator.queue.enqueue import enqueue_on_connection
+from project_orchestrator.queue.jobs import EventJob
 
 log = structlog.get_logger(__name__)
 
@@ -156,10 +156,5 @@ class EventWriter:
                     continue
                 results.append(Stored(StoreOutcome.ACCEPTED, event_id))
                 jobs.append(EventJob(event_id, event.correlation_id))
-            if jobs:
-                await Queries.from_asyncpg_connection(conn).enqueue(
-                    entrypoint=[HANDLE_EVENT] * len(jobs),
-                    payload=[job.encode() for job in jobs],
-                    priority=[0] * len(jobs),
-                )
+            await enqueue_on_connection(conn, jobs)
         return results

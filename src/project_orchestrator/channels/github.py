@@ -1,0 +1,151 @@
+"""Replies on GitHub through PyGithub, each posted at most once whatever crashes.
+
+Every comment carries a hidden marker with its idempotency key. Before posting, the
+outbound row says whether an earlier attempt may already have posted it; if so, the
+thread is searched for the marker instead of posting again. A worker killed between
+GitHub's answer and our commit therefore never produces a second comment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from github import Auth, Github, GithubException, RateLimitExceededException
+from pgqueuer.errors import RetryRequested
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from project_orchestrator.agent.models import Channel
+from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
+from project_orchestrator.db.engine import Database
+from project_orchestrator.logging import get_logger
+
+log = get_logger(__name__)
+
+MARKER_PREFIX = "<!-- orchestrator:"
+
+
+def marker(key: str) -> str:
+    return f"{MARKER_PREFIX}{key} -->"
+
+
+class GitHubComments(Protocol):
+    """The little of the GitHub API the bot needs (blocking; called in a thread)."""
+
+    def create(self, repo: str, number: int, body: str) -> int: ...
+
+    def find_marked(self, repo: str, number: int, mark: str) -> int | None: ...
+
+
+@dataclass
+class PyGithubComments:
+    client: Github
+
+    @classmethod
+    def connect(cls, base_url: str, token: str) -> PyGithubComments:
+        # retry=None: urllib3 would retry POSTs and duplicate comments; the job queue
+        # retries the whole step instead, with backoff, and the marker makes that safe.
+        return cls(
+            Github(
+                base_url=base_url,
+                auth=Auth.Token(token),
+                retry=None,
+                timeout=15,
+                seconds_between_requests=None,
+                seconds_between_writes=None,
+            )
+        )
+
+    def create(self, repo: str, number: int, body: str) -> int:
+        issue = self.client.get_repo(repo, lazy=True).get_issue(number)
+        return int(issue.create_comment(body).id)
+
+    def find_marked(self, repo: str, number: int, mark: str) -> int | None:
+        issue = self.client.get_repo(repo, lazy=True).get_issue(number)
+        # Newest first would be cheaper, but the API lists oldest first; `since` bounds it.
+        since = datetime.now(UTC) - timedelta(days=7)
+        for comment in issue.get_comments(since=since):
+            if mark in (comment.body or ""):
+                return int(comment.id)
+        return None
+
+
+class GitHubRateLimited(RetryRequested):
+    pass
+
+
+@dataclass
+class GitHubReplier:
+    db: Database
+    comments: GitHubComments
+
+    async def reply(self, repo: str, number: int, key: str, text: str) -> int:
+        """Post `text` on repo#number once for `key`; returns the comment id."""
+        target = f"{repo}#{number}"
+        async with self.db.session_scope() as session:
+            await session.execute(
+                insert(OutboundMessage)
+                .values(idempotency_key=key, channel=Channel.GITHUB, target=target, body=text)
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            )
+            row = (
+                await session.execute(
+                    select(OutboundMessage).where(OutboundMessage.idempotency_key == key)
+                )
+            ).scalar_one()
+            if row.status is OutboundStatus.SENT and row.external_id:
+                return int(row.external_id)
+            maybe_posted = row.attempts > 0
+            row.attempts += 1
+        body = f"{text}\n\n{marker(key)}"
+        try:
+            comment_id = None
+            if maybe_posted:
+                comment_id = await asyncio.to_thread(
+                    self.comments.find_marked, repo, number, marker(key)
+                )
+            if comment_id is None:
+                comment_id = await asyncio.to_thread(self.comments.create, repo, number, body)
+        except RateLimitExceededException as exc:
+            delay = _reset_delay(exc)
+            log.warning("github.rate_limited", retry_in_seconds=delay.total_seconds())
+            raise GitHubRateLimited(delay=delay, reason="GitHub rate limit") from None
+        except GithubException as exc:
+            await self._record_error(key, f"GitHub answered {exc.status}")
+            raise
+        async with self.db.session_scope() as session:
+            await session.execute(
+                update(OutboundMessage)
+                .where(OutboundMessage.idempotency_key == key)
+                .values(
+                    status=OutboundStatus.SENT,
+                    external_id=str(comment_id),
+                    sent_at=datetime.now(UTC),
+                    last_error=None,
+                )
+            )
+        log.info("github.comment_posted", target=target, comment_id=comment_id)
+        return comment_id
+
+    async def _record_error(self, key: str, error: str) -> None:
+        async with self.db.session_scope() as session:
+            await session.execute(
+                update(OutboundMessage)
+                .where(OutboundMessage.idempotency_key == key)
+                .values(last_error=error)
+            )
+
+
+def _reset_delay(exc: RateLimitExceededException) -> timedelta:
+    headers = exc.headers or {}
+    reset = headers.get("x-ratelimit-reset") or headers.get("X-RateLimit-Reset")
+    retry_after = headers.get("retry-after") or headers.get("Retry-After")
+    if retry_after and str(retry_after).isdigit():
+        return timedelta(seconds=int(retry_after))
+    if reset and str(reset).isdigit():
+        wait = int(reset) - int(datetime.now(UTC).timestamp())
+        return timedelta(seconds=max(1, min(wait, 3600)))
+    return timedelta(seconds=60)

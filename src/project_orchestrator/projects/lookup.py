@@ -1,0 +1,56 @@
+"""Finding projects and describing where they stand."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from project_orchestrator.projects.models import Project
+from project_orchestrator.workflow.models import (
+    ACTIVE_RUN_STATUSES,
+    ApprovalGate,
+    GateStatus,
+    WorkflowRun,
+)
+
+
+async def project_for_repo(session: AsyncSession, full_name: str) -> Project | None:
+    """Exact full-name match (case-insensitive, as GitHub names are); never a pattern."""
+    return (
+        await session.execute(
+            select(Project).where(func.lower(Project.github_repo) == full_name.lower())
+        )
+    ).scalar_one_or_none()
+
+
+async def status_text(session: AsyncSession, project: Project | None) -> str:
+    if project is None:
+        return (
+            "There is no project for this repository yet. Mention me with your idea and "
+            "we can start one together."
+        )
+    run = (
+        await session.execute(
+            select(WorkflowRun)
+            .where(WorkflowRun.project_id == project.id)
+            .order_by(WorkflowRun.number.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    lines = [f"**{project.name}**"]
+    if run is None:
+        lines.append("No build has started yet.")
+        return "\n".join(lines)
+    state = "in progress" if run.status in ACTIVE_RUN_STATUSES else run.status.value
+    phase = f", phase: {run.current_phase.value}" if run.current_phase else ""
+    lines.append(f"Run #{run.number} ({state}{phase}): {run.feature_request}")
+    gate = (
+        await session.execute(
+            select(ApprovalGate).where(
+                ApprovalGate.run_id == run.id, ApprovalGate.status == GateStatus.PENDING
+            )
+        )
+    ).scalar_one_or_none()
+    if gate is not None:
+        lines.append(f"Waiting for your decision on the {gate.kind.value.replace('_', ' ')}.")
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""The job worker: pgqueuer on a dedicated asyncpg connection, draining on SIGTERM.
+
+Several workers (processes, machines) share one queue: pgqueuer's dequeue takes jobs with
+`FOR UPDATE SKIP LOCKED`, so no job is picked twice, and a job whose worker died (no
+heartbeat for `heartbeat_timeout`) is picked up again by another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from pgqueuer.errors import RetryRequested
+from pgqueuer.executors import (
+    DatabaseRetryEntrypointExecutor,
+    EntrypointExecutorParameters,
+)
+from pgqueuer.models import Job
+from pgqueuer.qm import QueueManager
+from pgqueuer.queries import Queries
+
+from project_orchestrator import metrics
+from project_orchestrator.db import raw
+from project_orchestrator.events.processor import MAX_ATTEMPTS, EventProcessor
+from project_orchestrator.logging import get_logger
+from project_orchestrator.queue.jobs import HANDLE_EVENT, EventJob
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    concurrency: int = 8
+    heartbeat_timeout: timedelta = timedelta(seconds=30)
+    drain_timeout: timedelta = timedelta(seconds=30)
+    retry_initial_delay: timedelta = timedelta(seconds=2)
+    retry_max_delay: timedelta = timedelta(minutes=5)
+
+
+def _retrying_executor(options: WorkerOptions) -> Callable[..., DatabaseRetryEntrypointExecutor]:
+    def build(parameters: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
+        return DatabaseRetryEntrypointExecutor(
+            parameters=parameters,
+            # pgqueuer counts retries after the first run; MAX_ATTEMPTS counts runs.
+            max_attempts=MAX_ATTEMPTS - 1,
+            initial_delay=options.retry_initial_delay,
+            max_delay=options.retry_max_delay,
+        )
+
+    return build
+
+
+async def run_event_job(processor: EventProcessor, job: Job) -> None:
+    event_job = EventJob.decode(job.payload)
+    structlog.contextvars.bind_contextvars(
+        correlation_id=event_job.correlation_id, event_id=event_job.event_id, job_id=job.id
+    )
+    try:
+        outcome = await processor.process(event_job.event_id)
+    except RetryRequested:
+        metrics.jobs_total.labels(HANDLE_EVENT, "deferred").inc()
+        raise
+    except Exception as exc:
+        exhausted = await processor.record_failure(event_job.event_id, exc)
+        metrics.jobs_total.labels(HANDLE_EVENT, "failed" if exhausted else "retried").inc()
+        raise
+    metrics.jobs_total.labels(HANDLE_EVENT, outcome.value).inc()
+
+
+async def run_worker(
+    database_url: str,
+    processor: EventProcessor,
+    stop: asyncio.Event,
+    options: WorkerOptions | None = None,
+) -> None:
+    """Take jobs until `stop` is set, then finish the ones in hand (bounded) and return."""
+    options = options or WorkerOptions()
+    connection = await raw.connect(database_url)
+    manager = QueueManager(Queries.from_asyncpg_connection(connection))
+
+    @manager.entrypoint(
+        HANDLE_EVENT,
+        on_failure="hold",  # a job out of attempts stays visible, to be replayed
+        executor_factory=_retrying_executor(options),
+    )
+    async def handle_event(job: Job) -> None:
+        await run_event_job(processor, job)
+
+    batch = max(1, options.concurrency // 2)
+    running = asyncio.create_task(
+        manager.run(
+            batch_size=batch,
+            max_concurrent_tasks=max(options.concurrency, 2 * batch),
+            heartbeat_timeout=options.heartbeat_timeout,
+            dequeue_timeout=timedelta(seconds=5),
+        ),
+        name="queue-manager",
+    )
+    stopping = asyncio.create_task(stop.wait())
+    log.info("worker.started", concurrency=options.concurrency)
+    try:
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if running.done():
+            running.result()  # the queue manager died: let the caller see why
+            return
+        log.info("worker.draining", timeout_seconds=options.drain_timeout.total_seconds())
+        manager.shutdown.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(running), options.drain_timeout.total_seconds())
+        except TimeoutError:
+            # Jobs still running are abandoned; their heartbeats stop and another
+            # worker picks them up, and idempotent handlers make that safe.
+            log.warning("worker.drain_timed_out")
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+    finally:
+        stopping.cancel()
+        await connection.close()
+        log.info("worker.stopped")
+
+
+def with_options(options: WorkerOptions, **changes: object) -> WorkerOptions:
+    return dataclasses.replace(options, **changes)  # type: ignore[arg-type]
