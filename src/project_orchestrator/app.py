@@ -34,7 +34,7 @@ from project_orchestrator.ingress.rate_limit import build_limiter, rate_limit_ex
 from project_orchestrator.logging import get_logger, set_known_secrets
 from project_orchestrator.metrics_gauges import GAUGE_REFRESHERS
 from project_orchestrator.queue.assembly import build_processor
-from project_orchestrator.queue.worker import run_worker
+from project_orchestrator.queue.worker import options_from, run_worker
 
 log = get_logger(__name__)
 
@@ -75,7 +75,12 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
         worker_stop = asyncio.Event()
         worker = (
             asyncio.create_task(
-                run_worker(database_url, build_processor(settings, db, audit), worker_stop),
+                run_worker(
+                    database_url,
+                    build_processor(settings, db, audit),
+                    worker_stop,
+                    options_from(settings),
+                ),
                 name="in-process-worker",
             )
             if with_worker

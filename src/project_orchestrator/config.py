@@ -92,6 +92,11 @@ class Settings(BaseSettings):
 
     audit_log_path: Path = Path("logs/audit.log")
 
+    worker_concurrency: int = Field(default=8, ge=1, le=256)
+    # A job whose worker sends no heartbeat for this long is taken over by another worker.
+    worker_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
+    worker_drain_timeout_seconds: float = Field(default=30.0, ge=0)
+
     @field_validator(
         "telegram_allowed_user_ids",
         "github_webhook_secret",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +24,7 @@ from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 
 from project_orchestrator import metrics
+from project_orchestrator.config import Settings
 from project_orchestrator.db import raw
 from project_orchestrator.events.processor import MAX_ATTEMPTS, EventProcessor
 from project_orchestrator.logging import get_logger
@@ -125,5 +125,9 @@ async def run_worker(
         log.info("worker.stopped")
 
 
-def with_options(options: WorkerOptions, **changes: object) -> WorkerOptions:
-    return dataclasses.replace(options, **changes)  # type: ignore[arg-type]
+def options_from(settings: Settings) -> WorkerOptions:
+    return WorkerOptions(
+        concurrency=settings.worker_concurrency,
+        heartbeat_timeout=timedelta(seconds=settings.worker_heartbeat_timeout_seconds),
+        drain_timeout=timedelta(seconds=settings.worker_drain_timeout_seconds),
+    )
