@@ -59,6 +59,10 @@ async def test_accepted_then_duplicate(tmp_path: Path, database_url: str, db: Da
         again = await client.post(URL, content=body, headers=headers)
         assert again.status_code == 200
         assert again.json()["status"] == "duplicate"
+        metrics = (await client.get("/metrics")).text
+    # The fast path is measured under its route template like any other route.
+    assert 'method="POST",route="/webhooks/github",status="202"' in metrics
+    assert "X-RateLimit-Limit".lower() in first.headers
     assert await _counts(db) == (1, 1)
 
     async with db.engine.connect() as conn:

@@ -9,32 +9,27 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from slowapi.errors import RateLimitExceeded
+from fastapi.responses import JSONResponse, Response
+from slowapi import Limiter
 
 from project_orchestrator import SERVICE_NAME, __version__
 from project_orchestrator.api import health
+from project_orchestrator.api.fast_path import OrchestratorAPI
 from project_orchestrator.api.middleware import RequestContextMiddleware
 from project_orchestrator.api.state import AppState
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.config import Settings, get_settings
 from project_orchestrator.db.embedded import EmbeddedPostgres
-from project_orchestrator.db.engine import create_database
+from project_orchestrator.db.engine import Database, create_database
 from project_orchestrator.db.raw import create_pool
 from project_orchestrator.errors import OrchestratorError
 from project_orchestrator.events.writer import EventWriter
 from project_orchestrator.ingress.client_ip import ClientResolver, IpAllowList, parse_networks
 from project_orchestrator.ingress.github import route as github_route
-from project_orchestrator.ingress.github.route import (
-    GitHubIngress,
-    WebhookRefused,
-    refusal_handler,
-)
-from project_orchestrator.ingress.rate_limit import build_limiter, rate_limit_exceeded
+from project_orchestrator.ingress.github.route import GitHubIngress
+from project_orchestrator.ingress.rate_limit import WebhookRateLimit, build_limiter
 from project_orchestrator.logging import get_logger, set_known_secrets
 from project_orchestrator.metrics_gauges import GAUGE_REFRESHERS
-from project_orchestrator.queue.assembly import build_processor
-from project_orchestrator.queue.worker import options_from, run_worker
 
 log = get_logger(__name__)
 
@@ -69,22 +64,12 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
             db=db,
             audit=audit,
             http=http,
-            github_ingress=_github_ingress(settings, writer, audit),
+            github_ingress=_github_ingress(settings, writer, audit, app.state.limiter),
             gauge_refreshers=list(GAUGE_REFRESHERS),
         )
         worker_stop = asyncio.Event()
         worker = (
-            asyncio.create_task(
-                run_worker(
-                    database_url,
-                    build_processor(settings, db, audit),
-                    worker_stop,
-                    options_from(settings),
-                ),
-                name="in-process-worker",
-            )
-            if with_worker
-            else None
+            _start_worker(settings, database_url, db, audit, worker_stop) if with_worker else None
         )
         log.info("app.started", env=settings.app_env, version=__version__, worker=with_worker)
         try:
@@ -103,7 +88,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
                 embedded.stop()
             log.info("app.stopped")
 
-    app = FastAPI(
+    app = OrchestratorAPI(
         title="Project Orchestrator",
         summary=SERVICE_NAME,
         version=__version__,
@@ -111,21 +96,22 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
     )
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(OrchestratorError, _orchestrator_error)  # type: ignore[arg-type]
-    limiter = build_limiter(settings)
-    app.state.limiter = limiter
-    app.add_exception_handler(RateLimitExceeded, rate_limit_exceeded)
-    app.add_exception_handler(WebhookRefused, refusal_handler(_ingress_of))  # type: ignore[arg-type]
+    app.state.limiter = build_limiter(settings)
     app.include_router(health.router)
-    app.include_router(github_route.build_router(_ingress_of, limiter, settings.default_rate_limit))
+    github_router = github_route.build_router(_receive_github)
+    app.include_router(github_router)
+    app.add_fast_path("POST", github_router.routes[0], _receive_github)
     return app
 
 
-def _ingress_of(request: Request) -> GitHubIngress:
+async def _receive_github(request: Request) -> Response:
     ingress: GitHubIngress = request.app.state.orchestrator.github_ingress
-    return ingress
+    return await github_route.receive_delivery(ingress, request)
 
 
-def _github_ingress(settings: Settings, writer: EventWriter, audit: AuditLog) -> GitHubIngress:
+def _github_ingress(
+    settings: Settings, writer: EventWriter, audit: AuditLog, limiter: Limiter
+) -> GitHubIngress:
     allow_list = (
         IpAllowList(parse_networks(settings.github_webhook_ips))
         if settings.webhook_ip_filtering_enabled
@@ -141,8 +127,25 @@ def _github_ingress(settings: Settings, writer: EventWriter, audit: AuditLog) ->
         ),
         resolver=ClientResolver(parse_networks(settings.trusted_proxies)),
         allow_list=allow_list,
+        rate_limit=WebhookRateLimit.from_settings(limiter, settings),
     )
 
 
 async def _orchestrator_error(_: Request, exc: OrchestratorError) -> JSONResponse:
     return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status_code)
+
+
+def _start_worker(
+    settings: Settings, database_url: str, db: Database, audit: AuditLog, stop: asyncio.Event
+) -> asyncio.Task[None]:
+    # Imported here: the worker's clients (PyGithub and its crypto stack) cost memory an
+    # API-only process (`serve --no-worker`) has no use for.
+    from project_orchestrator.queue.assembly import build_processor
+    from project_orchestrator.queue.worker import options_from, run_worker
+
+    return asyncio.create_task(
+        run_worker(
+            database_url, build_processor(settings, db, audit), stop, options_from(settings)
+        ),
+        name="in-process-worker",
+    )

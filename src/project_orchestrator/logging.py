@@ -8,8 +8,8 @@ correlation id, and secret redaction.
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
-import uuid
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
@@ -113,7 +113,8 @@ def configure_logging(
 
 
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like uuid4().hex at a fraction of the cost.
+    return secrets.token_hex(16)
 
 
 def bind_correlation_id(correlation_id: str | None = None) -> str:

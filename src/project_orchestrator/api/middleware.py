@@ -20,6 +20,9 @@ REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{8,64}$")
 # Routes polled by machines are logged at debug level so they do not drown real traffic.
 _QUIET_ROUTES = frozenset({"/health", "/health/db", "/health/ready", "/health/ai", "/metrics"})
+# An accepted delivery is already on record (the event row carries its correlation id);
+# logging each one again would cost more than storing it. Refusals still log.
+_RECORDED_ROUTES = frozenset({"/webhooks/github", "/webhooks/telegram"})
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -70,7 +73,10 @@ class RequestContextMiddleware:
             labels = (scope["method"], route, str(status_code))
             http_requests_total.labels(*labels).inc()
             http_request_duration_seconds.labels(*labels).observe(elapsed)
-            emit = log.debug if route in _QUIET_ROUTES and status_code < 500 else log.info
+            quiet = (route in _QUIET_ROUTES and status_code < 500) or (
+                route in _RECORDED_ROUTES and status_code < 300
+            )
+            emit = log.debug if quiet else log.info
             emit(
                 "http.request",
                 method=scope["method"],

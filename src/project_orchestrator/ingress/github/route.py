@@ -11,9 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from slowapi import Limiter
 
 from project_orchestrator import metrics
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
@@ -27,10 +26,12 @@ from project_orchestrator.events.writer import (
 from project_orchestrator.ingress.client_ip import ClientResolver, IpAllowList
 from project_orchestrator.ingress.github.signature import signature_matches
 from project_orchestrator.ingress.github.vocabulary import event_label, serial_key_for
+from project_orchestrator.ingress.rate_limit import WebhookRateLimit
 from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)
 
+ROUTE = "/webhooks/github"
 MAX_BODY_BYTES = 25 * 1024 * 1024
 SOURCE = "github"
 # Headers worth keeping with the event; the signature is not needed once verified.
@@ -51,20 +52,13 @@ class GitHubIngress:
     secrets: tuple[bytes, ...]
     resolver: ClientResolver
     allow_list: IpAllowList | None  # None: filtering is off
+    rate_limit: WebhookRateLimit
 
 
 def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
     )
-
-
-class WebhookRefused(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
 
 
 def _refuse(
@@ -116,27 +110,13 @@ def _is_json_content_type(value: str | None) -> bool:
     return value.split(";", 1)[0].strip().lower() == "application/json"
 
 
-def build_router(
-    get_ingress: Callable[[Request], GitHubIngress],
-    limiter: Limiter,
-    rate_limit: str,
-) -> APIRouter:
+def build_router(receive: Callable[[Request], Awaitable[Response]]) -> APIRouter:
+    """The documented route; `fast_path` serves the same handler without the framework."""
     router = APIRouter(tags=["webhooks"])
 
-    async def ip_filter(request: Request) -> None:
-        ingress = get_ingress(request)
-        client = request.client
-        client_ip = ingress.resolver.client_ip(
-            client.host if client else None, request.headers.get("x-forwarded-for")
-        )
-        request.state.client_ip = client_ip
-        if ingress.allow_list is not None and not ingress.allow_list.allows(client_ip):
-            raise WebhookRefused(403, "ip_denied", "This address may not deliver webhooks.")
-
     @router.post(
-        "/webhooks/github",
+        ROUTE,
         status_code=202,
-        dependencies=[Depends(ip_filter)],
         summary="Receive a GitHub webhook delivery",
         responses={
             200: {"description": "Duplicate delivery: already stored, nothing queued again"},
@@ -148,11 +128,43 @@ def build_router(
             503: {"description": "No webhook secret configured, or database unavailable"},
         },
     )
-    @limiter.limit(rate_limit)
     async def github_webhook(request: Request) -> Response:
-        return await _handle(get_ingress(request), request)
+        return await receive(request)
 
     return router
+
+
+async def receive_delivery(ingress: GitHubIngress, request: Request) -> Response:
+    """Every check of CONTRACT.md, in its order; then store and acknowledge."""
+    client = request.client
+    client_ip = ingress.resolver.client_ip(
+        client.host if client else None, request.headers.get("x-forwarded-for")
+    )
+    request.state.client_ip = client_ip
+    if ingress.allow_list is not None and not ingress.allow_list.allows(client_ip):
+        return _refuse(
+            ingress,
+            request,
+            status=403,
+            reason="ip_denied",
+            message="This address may not deliver webhooks.",
+            action=AuditAction.WEBHOOK_IP_DENIED,
+        )
+    decision = ingress.rate_limit.check(ROUTE, client_ip or "unknown")
+    if not decision.allowed:
+        response = _refuse(
+            ingress,
+            request,
+            status=429,
+            reason="rate_limited",
+            message="Too many deliveries; try again later.",
+            action=AuditAction.RATE_LIMIT_EXCEEDED,
+        )
+        response.headers.update(decision.headers())
+        return response
+    response = await _handle(ingress, request)
+    response.headers.update(decision.headers())
+    return response
 
 
 async def _handle(ingress: GitHubIngress, request: Request) -> Response:
@@ -245,21 +257,3 @@ async def _store(
     if stored.outcome is StoreOutcome.DUPLICATE:
         return _json(200, {"status": "duplicate", "delivery": delivery})
     return _json(202, {"status": "accepted", "delivery": delivery})
-
-
-RefusalHandler = Callable[[Request, WebhookRefused], Awaitable[Response]]
-
-
-def refusal_handler(get_ingress: Callable[[Request], GitHubIngress]) -> RefusalHandler:
-    async def handle(request: Request, exc: WebhookRefused) -> Response:
-        action = AuditAction.WEBHOOK_IP_DENIED if exc.reason == "ip_denied" else None
-        return _refuse(
-            get_ingress(request),
-            request,
-            status=exc.status,
-            reason=exc.reason,
-            message=exc.message,
-            action=action,
-        )
-
-    return handle
