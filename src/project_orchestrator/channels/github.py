@@ -56,15 +56,16 @@ class PyGithubComments:
                 timeout=15,
                 seconds_between_requests=None,
                 seconds_between_writes=None,
+                lazy=True,  # no GET before each comment: the URL is all we need
             )
         )
 
     def create(self, repo: str, number: int, body: str) -> int:
-        issue = self.client.get_repo(repo, lazy=True).get_issue(number)
+        issue = self.client.get_repo(repo).get_issue(number)
         return int(issue.create_comment(body).id)
 
     def find_marked(self, repo: str, number: int, mark: str) -> int | None:
-        issue = self.client.get_repo(repo, lazy=True).get_issue(number)
+        issue = self.client.get_repo(repo).get_issue(number)
         # Newest first would be cheaper, but the API lists oldest first; `since` bounds it.
         since = datetime.now(UTC) - timedelta(days=7)
         for comment in issue.get_comments(since=since):

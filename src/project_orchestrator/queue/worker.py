@@ -40,6 +40,9 @@ class WorkerOptions:
     drain_timeout: timedelta = timedelta(seconds=30)
     retry_initial_delay: timedelta = timedelta(seconds=2)
     retry_max_delay: timedelta = timedelta(minutes=5)
+    # New jobs wake the worker at once (LISTEN/NOTIFY); retries that come due, and jobs
+    # whose worker died, are found by polling this often.
+    poll_interval: timedelta = timedelta(seconds=2)
 
 
 def _retrying_executor(options: WorkerOptions) -> Callable[..., DatabaseRetryEntrypointExecutor]:
@@ -97,7 +100,7 @@ async def run_worker(
             batch_size=batch,
             max_concurrent_tasks=max(options.concurrency, 2 * batch),
             heartbeat_timeout=options.heartbeat_timeout,
-            dequeue_timeout=timedelta(seconds=5),
+            dequeue_timeout=options.poll_interval,
         ),
         name="queue-manager",
     )

@@ -1,0 +1,58 @@
+"""Running the real worker in-process until the queue has nothing left to do."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import text
+
+from project_orchestrator.audit import AuditLog
+from project_orchestrator.config import Settings
+from project_orchestrator.db.engine import Database
+from project_orchestrator.queue.assembly import build_processor
+from project_orchestrator.queue.worker import WorkerOptions, run_worker
+
+FAST_RETRIES = WorkerOptions(
+    concurrency=4,
+    heartbeat_timeout=timedelta(seconds=5),
+    drain_timeout=timedelta(seconds=10),
+    retry_initial_delay=timedelta(milliseconds=20),
+    retry_max_delay=timedelta(milliseconds=100),
+    poll_interval=timedelta(milliseconds=50),
+)
+
+
+async def unfinished_jobs(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(
+                    text("SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')")
+                )
+            ).scalar_one()
+        )
+
+
+async def work_until_idle(
+    settings: Settings,
+    db: Database,
+    options: WorkerOptions = FAST_RETRIES,
+    limit_seconds: float = 30,
+) -> None:
+    """Run a worker until no job is queued or running, then stop it the SIGTERM way."""
+    assert settings.database_url is not None
+    audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
+    stop = asyncio.Event()
+    worker = asyncio.create_task(
+        run_worker(settings.database_url, build_processor(settings, db, audit), stop, options)
+    )
+    try:
+        async with asyncio.timeout(limit_seconds):
+            while await unfinished_jobs(db) > 0:
+                if worker.done():
+                    worker.result()
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await worker

@@ -1,0 +1,232 @@
+"""GitHub events through the real route, the real worker and PyGithub against a fake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+
+from project_orchestrator.config import Settings
+from project_orchestrator.db.engine import Database
+from project_orchestrator.events.cli import list_events, replay
+from project_orchestrator.events.models import EventStatus, InboundEvent
+from project_orchestrator.events.processor import MAX_ATTEMPTS
+from project_orchestrator.projects.models import Identity, Project
+from project_orchestrator.workflow.models import (
+    ApprovalGate,
+    GateKind,
+    GateStatus,
+    RunKind,
+    WorkflowRun,
+)
+from tests.conftest import make_settings
+from tests.support.fake_github_rest import FakeGitHub
+from tests.support.fake_http import FakeServer
+from tests.support.github_payloads import issue_comment, repository, signed
+from tests.support.worker import work_until_idle
+from tests.test_github_webhook import SECRET, URL, webhook_client
+
+REPO = "acme/widgets"
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    fake = FakeGitHub()
+    with FakeServer(fake.app) as server:
+        fake.base_url = server.url
+        yield fake
+
+
+def _settings(tmp_path: Path, database_url: str, github: FakeGitHub, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "github_webhook_secret": SECRET,
+        "github_access_token": "ghp-test-token-123456",
+        "github_api_url": github.base_url,
+    }
+    values.update(extra)
+    return make_settings(tmp_path, **values)
+
+
+async def _deliver(
+    tmp_path: Path, database_url: str, event: str, payload: dict[str, Any]
+) -> httpx.Response:
+    body, headers = signed(SECRET, event, payload)
+    async with webhook_client(tmp_path, database_url) as client:
+        return await client.post(URL, content=body, headers=headers)
+
+
+async def _statuses(db: Database) -> list[str]:
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(text("SELECT status FROM inbound_events ORDER BY id"))
+        return [r[0] for r in rows]
+
+
+async def test_help_is_answered_once_even_when_replayed(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    settings = _settings(tmp_path, database_url, github)
+    accepted = await _deliver(
+        tmp_path, database_url, "issue_comment", issue_comment("@orchestrator /help")
+    )
+    assert accepted.status_code == 202
+    await work_until_idle(settings, db)
+
+    [reply] = github.comments_on(REPO, 7)
+    assert "/status" in reply.body
+    assert "<!-- orchestrator:" in reply.body
+    assert await _statuses(db) == ["handled"]
+
+    async with db.engine.connect() as conn:
+        event_id = (await conn.execute(text("SELECT id FROM inbound_events"))).scalar_one()
+    await replay(database_url, event_id)
+    await work_until_idle(settings, db)
+    assert len(github.comments_on(REPO, 7)) == 1
+    assert await _statuses(db) == ["handled"]
+
+
+async def test_status_names_the_project(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    async with db.session_scope() as session:
+        owner = Identity(github_login="alice")
+        session.add(owner)
+        await session.flush()
+        session.add(Project(name="Widget Shop", owner_id=owner.id, github_repo="Acme/Widgets"))
+        # A similarly named repository must not match: lookups are exact.
+        session.add(Project(name="Other", owner_id=owner.id, github_repo="acme/widgets-old"))
+    await _deliver(tmp_path, database_url, "issue_comment", issue_comment("@orchestrator /status"))
+    await work_until_idle(_settings(tmp_path, database_url, github), db)
+    [reply] = github.comments_on(REPO, 7)
+    assert "Widget Shop" in reply.body
+    assert "Other" not in reply.body
+
+
+async def test_outsiders_get_one_polite_refusal(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    for comment_id in (1, 2):
+        payload = issue_comment(
+            "@orchestrator /approve", login="mallory", association="NONE", comment_id=comment_id
+        )
+        await _deliver(tmp_path, database_url, "issue_comment", payload)
+    await work_until_idle(_settings(tmp_path, database_url, github), db)
+
+    [refusal] = github.comments_on(REPO, 7)
+    assert "mallory" in refusal.body
+    audit = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    denied = [a for a in audit if a["action"] == "unauthorized_access"]
+    assert len(denied) == 2
+    assert denied[0]["user_id"] == "github:mallory"
+    assert denied[0]["result"] == "denied"
+
+
+async def test_allowed_users_and_collaborators_are_answered(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    payload = issue_comment("@orchestrator /help", login="friend", association="NONE")
+    await _deliver(tmp_path, database_url, "issue_comment", payload)
+    await work_until_idle(
+        _settings(tmp_path, database_url, github, github_allowed_users="Friend"), db
+    )
+    [reply] = github.comments_on(REPO, 7)
+    assert "Sorry" not in reply.body
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        issue_comment("no mention at all"),
+        issue_comment("hey @orchestratorx /help"),
+        issue_comment("@orchestrator /help", login="orchestrator"),
+        issue_comment("@orchestrator /help", login="dependabot[bot]", bot=True),
+        {**issue_comment("@orchestrator /help"), "action": "deleted"},
+    ],
+    ids=["no-mention", "longer-handle", "own-comment", "other-bot", "deleted"],
+)
+async def test_nothing_to_answer_is_ignored(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub, payload: dict[str, Any]
+) -> None:
+    await _deliver(tmp_path, database_url, "issue_comment", payload)
+    await work_until_idle(_settings(tmp_path, database_url, github), db)
+    assert github.comments_on(REPO, 7) == []
+    assert await _statuses(db) == ["ignored"]
+
+
+async def test_unhandled_event_kinds_are_stored_and_ignored(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    await _deliver(
+        tmp_path, database_url, "star", {"action": "created", "repository": repository()}
+    )
+    await _deliver(tmp_path, database_url, "ping", {"zen": "Keep it simple.", "hook_id": 1})
+    await work_until_idle(_settings(tmp_path, database_url, github), db)
+    assert await _statuses(db) == ["ignored", "handled"]
+
+
+async def test_rate_limited_replies_wait_and_post_once(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    github.rate_limit_next(1)
+    await _deliver(tmp_path, database_url, "issue_comment", issue_comment("@orchestrator /help"))
+    await work_until_idle(_settings(tmp_path, database_url, github), db)
+    assert len(github.comments_on(REPO, 7)) == 1
+    assert await _statuses(db) == ["handled"]
+
+
+async def test_failing_events_end_failed_and_can_be_replayed(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    await _deliver(tmp_path, database_url, "issue_comment", issue_comment("@orchestrator /help"))
+    # Without a token nothing can be posted: every attempt fails.
+    await work_until_idle(_settings(tmp_path, database_url, github, github_access_token=None), db)
+    async with db.session_scope() as session:
+        event = (await session.execute(select(InboundEvent))).scalar_one()
+    assert event.status is EventStatus.FAILED
+    assert event.attempts == MAX_ATTEMPTS
+    assert "GITHUB_ACCESS_TOKEN" in (event.last_error or "")
+    [line] = await list_events(database_url, failed_only=True, limit=10)
+    assert str(event.id) in line
+
+    await replay(database_url, event.id)
+    await work_until_idle(_settings(tmp_path, database_url, github), db)
+    assert len(github.comments_on(REPO, 7)) == 1
+    assert await _statuses(db) == ["handled"]
+    assert await list_events(database_url, failed_only=True, limit=10) == []
+
+
+async def test_a_new_pr_head_voids_the_pending_merge_approval(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    async with db.session_scope() as session:
+        owner = Identity(github_login="alice")
+        session.add(owner)
+        await session.flush()
+        project = Project(name="Widgets", owner_id=owner.id, github_repo=REPO)
+        session.add(project)
+        await session.flush()
+        run = WorkflowRun(
+            project_id=project.id, number=1, kind=RunKind.INITIAL, feature_request="x", pr_number=12
+        )
+        session.add(run)
+        await session.flush()
+        session.add(ApprovalGate(run_id=run.id, kind=GateKind.MERGE, artifact_version="sha:aaa"))
+    payload = {
+        "action": "synchronize",
+        "number": 12,
+        "pull_request": {"number": 12, "head": {"sha": "bbb", "ref": "feature"}},
+        "repository": repository(REPO),
+        "sender": {"login": "alice", "type": "User"},
+    }
+    await _deliver(tmp_path, database_url, "pull_request", payload)
+    await work_until_idle(_settings(tmp_path, database_url, github), db)
+    async with db.session_scope() as session:
+        gate = (await session.execute(select(ApprovalGate))).scalar_one()
+        run_after = (await session.execute(select(WorkflowRun))).scalar_one()
+    assert gate.status is GateStatus.VOIDED
+    assert run_after.pr_head_sha == "bbb"
