@@ -17,6 +17,7 @@ from project_orchestrator.api import health
 from project_orchestrator.api.fast_path import OrchestratorAPI
 from project_orchestrator.api.middleware import RequestContextMiddleware
 from project_orchestrator.api.state import AppState
+from project_orchestrator.api.v1 import events as v1_events
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.config import Settings, get_settings
 from project_orchestrator.db.embedded import EmbeddedPostgres
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
     app.add_exception_handler(OrchestratorError, _orchestrator_error)  # type: ignore[arg-type]
     app.state.limiter = build_limiter(settings)
     app.include_router(health.router)
+    app.include_router(v1_events.router)
     github_router = github_route.build_router(_receive_github)
     app.include_router(github_router)
     app.add_fast_path("POST", github_router.routes[0], _receive_github)

@@ -1,0 +1,95 @@
+"""/api/v1/events: inspect inbound events and replay one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from project_orchestrator.api.auth import db_session, require_api_key
+from project_orchestrator.api.state import AppState, app_state
+from project_orchestrator.audit import AuditAction
+from project_orchestrator.errors import NotFoundError
+from project_orchestrator.events.models import EventStatus, InboundEvent
+from project_orchestrator.events.replay import UnknownEvent, replay_event
+
+router = APIRouter(
+    prefix="/api/v1/events", tags=["events"], dependencies=[Depends(require_api_key)]
+)
+Session = Annotated[AsyncSession, Depends(db_session)]
+
+
+class EventSummary(BaseModel):
+    id: int
+    source: str
+    external_id: str
+    event_type: str
+    status: EventStatus
+    attempts: int
+    last_error: str | None
+    correlation_id: str | None
+    received_at: datetime
+    handled_at: datetime | None
+
+
+class EventDetail(EventSummary):
+    headers: dict[str, Any]
+    payload: Any
+
+
+class ReplayAccepted(BaseModel):
+    status: str = "queued"
+    event_id: int
+
+
+def _summary(event: InboundEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "source": event.source.value,
+        "external_id": event.external_id,
+        "event_type": event.event_type,
+        "status": event.status,
+        "attempts": event.attempts,
+        "last_error": event.last_error,
+        "correlation_id": event.correlation_id,
+        "received_at": event.received_at,
+        "handled_at": event.handled_at,
+    }
+
+
+@router.get("", response_model=list[EventSummary])
+async def list_events(
+    session: Session,
+    failed: Annotated[bool, Query(description="Only events that ran out of attempts")] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[dict[str, Any]]:
+    query = select(InboundEvent).order_by(InboundEvent.id.desc()).limit(limit)
+    if failed:
+        query = query.where(InboundEvent.status == EventStatus.FAILED)
+    return [_summary(e) for e in (await session.execute(query)).scalars()]
+
+
+@router.get("/{event_id}", response_model=EventDetail)
+async def get_event(event_id: int, session: Session) -> dict[str, Any]:
+    event = await session.get(InboundEvent, event_id)
+    if event is None:
+        raise NotFoundError(f"There is no event {event_id}.")
+    return {**_summary(event), "headers": event.headers, "payload": event.payload}
+
+
+@router.post("/{event_id}/replay", status_code=202, response_model=ReplayAccepted)
+async def replay(
+    event_id: int, session: Session, state: Annotated[AppState, Depends(app_state)]
+) -> ReplayAccepted:
+    try:
+        await replay_event(session, event_id)
+    except UnknownEvent as exc:
+        raise NotFoundError(str(exc)) from None
+    state.audit.record(
+        AuditAction.EVENT_REPLAYED, user_id="api", details={"event_id": event_id, "via": "api"}
+    )
+    return ReplayAccepted(event_id=event_id)
