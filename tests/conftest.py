@@ -18,6 +18,8 @@ from project_orchestrator.db.migrations import upgrade_to_head
 from project_orchestrator.db.models import metadata
 from project_orchestrator.queue.schema import QUEUE_TABLES
 from tests.support import postgres
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_http import FakeServer
 
 # Every variable the service reads; the developer's own environment must not leak in.
 _OWN_VARIABLES = set(Settings.model_fields) | {
@@ -84,3 +86,13 @@ async def client(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncC
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
             yield c
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    """A fake GitHub REST API on a local port; PyGithub reaches it through GITHUB_API_URL."""
+    fake = FakeGitHub()
+    fake.add_issue("acme/widgets", 7)
+    with FakeServer(fake.app) as server:
+        fake.base_url = server.url  # type: ignore[attr-defined]  # where tests point PyGithub
+        yield fake

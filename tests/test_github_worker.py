@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +24,12 @@ from project_orchestrator.workflow.models import (
     WorkflowRun,
 )
 from tests.conftest import make_settings
-from tests.support.fake_github_rest import FakeGitHub
-from tests.support.fake_http import FakeServer
+from tests.support.fake_github import FakeGitHub
 from tests.support.github_payloads import issue_comment, repository, signed
 from tests.support.worker import work_until_idle
 from tests.test_github_webhook import SECRET, URL, webhook_client
 
 REPO = "acme/widgets"
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub()
-    with FakeServer(fake.app) as server:
-        fake.base_url = server.url
-        yield fake
 
 
 def _settings(tmp_path: Path, database_url: str, github: FakeGitHub, **extra: Any) -> Settings:
@@ -77,34 +67,41 @@ async def test_help_is_answered_once_even_when_replayed(
     assert accepted.status_code == 202
     await work_until_idle(settings, db)
 
-    [reply] = github.comments_on(REPO, 7)
-    assert "/status" in reply.body
-    assert "<!-- orchestrator:" in reply.body
+    [reply] = github.comments(REPO, 7)
+    assert "/status" in reply["body"]
+    assert "<!-- orchestrator:" in reply["body"]
     assert await _statuses(db) == ["handled"]
 
     async with db.engine.connect() as conn:
         event_id = (await conn.execute(text("SELECT id FROM inbound_events"))).scalar_one()
     await replay(database_url, event_id)
     await work_until_idle(settings, db)
-    assert len(github.comments_on(REPO, 7)) == 1
+    assert len(github.comments(REPO, 7)) == 1
     assert await _statuses(db) == ["handled"]
+
+
+async def _project(db: Database, name: str, repo: str) -> Project:
+    async with db.session_scope() as session:
+        owner = Identity(github_login=f"owner-of-{name.lower().replace(' ', '-')}")
+        session.add(owner)
+        await session.flush()
+        project = Project(name=name, owner_id=owner.id, github_repo=repo)
+        session.add(project)
+        await session.flush()
+        return project
 
 
 async def test_status_names_the_project(
     tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
 ) -> None:
-    async with db.session_scope() as session:
-        owner = Identity(github_login="alice")
-        session.add(owner)
-        await session.flush()
-        session.add(Project(name="Widget Shop", owner_id=owner.id, github_repo="Acme/Widgets"))
-        # A similarly named repository must not match: lookups are exact.
-        session.add(Project(name="Other", owner_id=owner.id, github_repo="acme/widgets-old"))
+    await _project(db, "Widget Shop", "Acme/Widgets")
+    # A similarly named repository must not match: lookups are exact.
+    await _project(db, "Other", "acme/widgets-old")
     await _deliver(tmp_path, database_url, "issue_comment", issue_comment("@orchestrator /status"))
     await work_until_idle(_settings(tmp_path, database_url, github), db)
-    [reply] = github.comments_on(REPO, 7)
-    assert "Widget Shop" in reply.body
-    assert "Other" not in reply.body
+    [reply] = github.comments(REPO, 7)
+    assert "Widget Shop" in reply["body"]
+    assert "Other" not in reply["body"]
 
 
 async def test_outsiders_get_one_polite_refusal(
@@ -117,8 +114,8 @@ async def test_outsiders_get_one_polite_refusal(
         await _deliver(tmp_path, database_url, "issue_comment", payload)
     await work_until_idle(_settings(tmp_path, database_url, github), db)
 
-    [refusal] = github.comments_on(REPO, 7)
-    assert "mallory" in refusal.body
+    [refusal] = github.comments(REPO, 7)
+    assert "mallory" in refusal["body"]
     audit = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     denied = [a for a in audit if a["action"] == "unauthorized_access"]
     assert len(denied) == 2
@@ -134,8 +131,8 @@ async def test_allowed_users_and_collaborators_are_answered(
     await work_until_idle(
         _settings(tmp_path, database_url, github, github_allowed_users="Friend"), db
     )
-    [reply] = github.comments_on(REPO, 7)
-    assert "Sorry" not in reply.body
+    [reply] = github.comments(REPO, 7)
+    assert "Sorry" not in reply["body"]
 
 
 @pytest.mark.parametrize(
@@ -154,7 +151,7 @@ async def test_nothing_to_answer_is_ignored(
 ) -> None:
     await _deliver(tmp_path, database_url, "issue_comment", payload)
     await work_until_idle(_settings(tmp_path, database_url, github), db)
-    assert github.comments_on(REPO, 7) == []
+    assert github.comments(REPO, 7) == []
     assert await _statuses(db) == ["ignored"]
 
 
@@ -175,7 +172,7 @@ async def test_rate_limited_replies_wait_and_post_once(
     github.rate_limit_next(1)
     await _deliver(tmp_path, database_url, "issue_comment", issue_comment("@orchestrator /help"))
     await work_until_idle(_settings(tmp_path, database_url, github), db)
-    assert len(github.comments_on(REPO, 7)) == 1
+    assert len(github.comments(REPO, 7)) == 1
     assert await _statuses(db) == ["handled"]
 
 
@@ -195,7 +192,7 @@ async def test_failing_events_end_failed_and_can_be_replayed(
 
     await replay(database_url, event.id)
     await work_until_idle(_settings(tmp_path, database_url, github), db)
-    assert len(github.comments_on(REPO, 7)) == 1
+    assert len(github.comments(REPO, 7)) == 1
     assert await _statuses(db) == ["handled"]
     assert await list_events(database_url, failed_only=True, limit=10) == []
 
@@ -203,13 +200,8 @@ async def test_failing_events_end_failed_and_can_be_replayed(
 async def test_a_new_pr_head_voids_the_pending_merge_approval(
     tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
 ) -> None:
+    project = await _project(db, "Widgets", REPO)
     async with db.session_scope() as session:
-        owner = Identity(github_login="alice")
-        session.add(owner)
-        await session.flush()
-        project = Project(name="Widgets", owner_id=owner.id, github_repo=REPO)
-        session.add(project)
-        await session.flush()
         run = WorkflowRun(
             project_id=project.id, number=1, kind=RunKind.INITIAL, feature_request="x", pr_number=12
         )

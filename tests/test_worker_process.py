@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,12 @@ import pytest
 from sqlalchemy import text
 
 from project_orchestrator.db.engine import Database
-from tests.support.fake_github_rest import FakeGitHub
-from tests.support.fake_http import FakeServer
+from tests.support.fake_github import FakeGitHub
 from tests.support.github_payloads import issue_comment, signed
 from tests.test_github_webhook import SECRET, URL, webhook_client
 
 pytestmark = pytest.mark.slow
 REPO = "acme/widgets"
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub()
-    with FakeServer(fake.app) as server:
-        fake.base_url = server.url
-        yield fake
 
 
 def _start_worker(tmp_path: Path, database_url: str, github: FakeGitHub) -> subprocess.Popen[str]:
@@ -86,7 +77,7 @@ async def test_killed_mid_job_the_comment_is_posted_exactly_once(
     github.post_delay_seconds = 30  # GitHub has the comment; the worker never hears back
     first = _start_worker(tmp_path, database_url, github)
     try:
-        await _wait_for(lambda: len(github.comments_on(REPO, 7)) == 1)
+        await _wait_for(lambda: len(github.comments(REPO, 7)) == 1)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finally:
@@ -104,7 +95,7 @@ async def test_killed_mid_job_the_comment_is_posted_exactly_once(
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)
-    assert len(github.comments_on(REPO, 7)) == 1
+    assert len(github.comments(REPO, 7)) == 1
 
 
 async def test_sigterm_finishes_the_job_in_hand_then_exits_zero(
@@ -114,7 +105,7 @@ async def test_sigterm_finishes_the_job_in_hand_then_exits_zero(
     github.post_delay_seconds = 2
     worker = _start_worker(tmp_path, database_url, github)
     try:
-        await _wait_for(lambda: len(github.comments_on(REPO, 7)) == 1)
+        await _wait_for(lambda: len(github.comments(REPO, 7)) == 1)
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=30)
     finally:
@@ -122,5 +113,5 @@ async def test_sigterm_finishes_the_job_in_hand_then_exits_zero(
     output = worker.stdout.read() if worker.stdout else ""
     assert code == 0, output
     assert await _event_status(db) == "handled"
-    assert len(github.comments_on(REPO, 7)) == 1
+    assert len(github.comments(REPO, 7)) == 1
     assert "worker.draining" in output

@@ -464,9 +464,7 @@ class FakeGitHub:
             "id": c.id,
             "node_id": f"IC_{c.id}",
             "url": f"{base}/repos/{repo.full_name}/issues/comments/{c.id}",
-            "html_url": (
-                f"{base}/{repo.full_name}/{kind}/{c.issue_number}#issuecomment-{c.id}"
-            ),
+            "html_url": f"{base}/{repo.full_name}/{kind}/{c.issue_number}#issuecomment-{c.id}",
             "issue_url": f"{base}/repos/{repo.full_name}/issues/{c.issue_number}",
             "body": c.body,
             "user": self._user_json(base, c.user),
@@ -616,4 +614,3 @@ class FakeGitHub:
                     comment.updated_at = self.now()
                 data = self._comment_json(self._base(request), repo, comment)
         return self._not_found() if data is None else self._json(data)
-
