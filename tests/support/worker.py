@@ -48,11 +48,19 @@ async def work_until_idle(
         run_worker(settings.database_url, build_processor(settings, db, audit), stop, options)
     )
     try:
-        async with asyncio.timeout(limit_seconds):
-            while await unfinished_jobs(db) > 0:
-                if worker.done():
-                    worker.result()
-                await asyncio.sleep(0.05)
+        await wait_until_idle(db, [worker], limit_seconds)
     finally:
         stop.set()
         await worker
+
+
+async def wait_until_idle(
+    db: Database, workers: list[asyncio.Task[None]], limit_seconds: float = 30
+) -> None:
+    """Until no job is queued or running; a worker that dies raises here."""
+    async with asyncio.timeout(limit_seconds):
+        while await unfinished_jobs(db) > 0:
+            for worker in workers:
+                if worker.done():
+                    worker.result()
+            await asyncio.sleep(0.05)
