@@ -96,3 +96,49 @@ async def test_failures_are_counted_until_the_event_is_marked_failed(db: Databas
         assert event.status is EventStatus.FAILED
         assert event.attempts == MAX_ATTEMPTS
         assert event.last_error == f"RuntimeError: boom {MAX_ATTEMPTS - 1}"
+
+
+@dataclass
+class OrderRecorder:
+    seen: list[int] = field(default_factory=list)
+    failing: set[int] = field(default_factory=set)
+
+    async def handle(self, session: AsyncSession, event: InboundEvent) -> EventStatus:
+        if event.id in self.failing:
+            raise RuntimeError("not now")
+        self.seen.append(event.id)
+        return EventStatus.HANDLED
+
+
+async def test_a_repositorys_events_are_handled_in_arrival_order(db: Database) -> None:
+    handler = OrderRecorder()
+    processor = EventProcessor(db, {EventSource.GITHUB: handler})
+    first = await _event(db, "github:acme/one", "d1")
+    other_repo = await _event(db, "github:acme/two", "d2")
+    second = await _event(db, "github:acme/one", "d3")
+
+    # The later event's job runs first: the earlier one is handled before it.
+    assert await processor.process(second) is EventStatus.HANDLED
+    assert handler.seen == [first, second]
+    # Its own job then finds it done; another repository was not touched.
+    assert await processor.process(first) is EventStatus.HANDLED
+    assert handler.seen == [first, second]
+    await processor.process(other_repo)
+    assert handler.seen == [first, second, other_repo]
+
+
+async def test_an_earlier_failure_does_not_block_later_events(db: Database) -> None:
+    handler = OrderRecorder()
+    processor = EventProcessor(db, {EventSource.GITHUB: handler})
+    first = await _event(db, "github:acme/one", "d1")
+    second = await _event(db, "github:acme/one", "d2")
+    handler.failing.add(first)
+
+    assert await processor.process(second) is EventStatus.HANDLED
+    assert handler.seen == [second]
+    async with db.session_scope() as session:
+        earlier = await session.get(InboundEvent, first)
+        assert earlier is not None
+        # Untouched: its own job retries it and counts the failure.
+        assert earlier.status is EventStatus.PENDING
+        assert earlier.attempts == 0

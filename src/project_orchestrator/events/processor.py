@@ -23,6 +23,8 @@ log = get_logger(__name__)
 
 # After this many failed attempts the event is marked failed for an operator to replay.
 MAX_ATTEMPTS = 6
+# Earlier events of the same key handled before this one, at most (the rest by their jobs).
+CATCH_UP_LIMIT = 50
 
 
 class SourceHandler(Protocol):
@@ -50,23 +52,56 @@ class EventProcessor:
             await session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
             )
-            event = (
-                await session.execute(
-                    select(InboundEvent).where(InboundEvent.id == event_id).with_for_update()
-                )
-            ).scalar_one()
-            if event.status in (EventStatus.HANDLED, EventStatus.IGNORED):
-                log.info("event.already_handled", event_id=event_id)
-                return event.status
-            handler = self.handlers.get(event.source)
-            outcome = (
-                EventStatus.IGNORED if handler is None else await handler.handle(session, event)
-            )
-            event.status = outcome
-            event.handled_at = datetime.now(UTC)
-            event.attempts += 1
-            event.last_error = None
+            await self._catch_up(session, key, event_id)
+            outcome = await self._handle_locked(session, event_id)
         log.info("event.handled", event_id=event_id, outcome=outcome.value)
+        return outcome
+
+    async def _catch_up(self, session: AsyncSession, key: str, event_id: int) -> None:
+        """Handle earlier, not yet attempted events of the same key first.
+
+        Two workers may dequeue one repository's events in either order; whoever holds the
+        lock handles them in the order they arrived. Their own jobs then find them done.
+        An earlier event that fails here is left to its own job (retries, failure count).
+        """
+        earlier = (
+            await session.execute(
+                select(InboundEvent.id)
+                .where(
+                    InboundEvent.serial_key == key,
+                    InboundEvent.status == EventStatus.PENDING,
+                    InboundEvent.attempts == 0,
+                    InboundEvent.id < event_id,
+                )
+                .order_by(InboundEvent.id)
+                .limit(CATCH_UP_LIMIT)
+            )
+        ).scalars()
+        for earlier_id in list(earlier):
+            try:
+                async with session.begin_nested():
+                    await self._handle_locked(session, earlier_id)
+            except Exception as exc:
+                log.warning(
+                    "event.catch_up_deferred", event_id=earlier_id, error=type(exc).__name__
+                )
+
+    async def _handle_locked(self, session: AsyncSession, event_id: int) -> EventStatus:
+        event = (
+            await session.execute(
+                select(InboundEvent).where(InboundEvent.id == event_id).with_for_update()
+            )
+        ).scalar_one()
+        if event.status in (EventStatus.HANDLED, EventStatus.IGNORED):
+            log.info("event.already_handled", event_id=event_id)
+            return event.status
+        handler = self.handlers.get(event.source)
+        outcome = EventStatus.IGNORED if handler is None else await handler.handle(session, event)
+        event.status = outcome
+        event.handled_at = datetime.now(UTC)
+        event.attempts += 1
+        event.last_error = None
+        await session.flush()
         return outcome
 
     async def record_failure(self, event_id: int, error: BaseException) -> bool:
