@@ -222,3 +222,27 @@ async def test_a_new_pr_head_voids_the_pending_merge_approval(
         run_after = (await session.execute(select(WorkflowRun))).scalar_one()
     assert gate.status is GateStatus.VOIDED
     assert run_after.pr_head_sha == "bbb"
+
+
+async def test_job_logs_carry_the_deliverys_correlation_id(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    import io
+
+    from project_orchestrator.logging import configure_logging
+
+    accepted = await _deliver(
+        tmp_path, database_url, "issue_comment", issue_comment("@orchestrator /help")
+    )
+    stream = io.StringIO()
+    configure_logging(level="INFO", json_output=True, stream=stream)
+    try:
+        await work_until_idle(_settings(tmp_path, database_url, github), db)
+    finally:
+        configure_logging(level="INFO", json_output=False)
+    records = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    handled = [r for r in records if r.get("event") == "event.handled"]
+    posted = [r for r in records if r.get("event") == "github.comment_posted"]
+    assert handled
+    assert posted
+    assert {r["correlation_id"] for r in handled + posted} == {accepted.headers["x-request-id"]}
