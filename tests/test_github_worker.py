@@ -246,3 +246,41 @@ async def test_job_logs_carry_the_deliverys_correlation_id(
     assert handled
     assert posted
     assert {r["correlation_id"] for r in handled + posted} == {accepted.headers["x-request-id"]}
+
+
+async def test_a_new_issue_that_mentions_the_bot_is_answered(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    payload = {
+        "action": "opened",
+        "issue": {
+            "number": 7,
+            "title": "Idea",
+            "body": "@orchestrator /status",
+            "user": {"login": "alice", "type": "User"},
+            "author_association": "OWNER",
+        },
+        "repository": repository(REPO),
+        "sender": {"login": "alice", "type": "User"},
+    }
+    await _deliver(tmp_path, database_url, "issues", payload)
+    await work_until_idle(_settings(tmp_path, database_url, github), db)
+    [reply] = github.comments(REPO, 7)
+    assert "no project for this repository" in reply["body"]
+    assert await _statuses(db) == ["handled"]
+
+
+async def test_queue_metrics_follow_the_work(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    for n in range(3):
+        payload = issue_comment("@orchestrator /help", comment_id=n)
+        await _deliver(tmp_path, database_url, "issue_comment", payload)
+    async with webhook_client(tmp_path, database_url) as client:
+        before = (await client.get("/metrics")).text
+    assert "job_queue_depth 3.0" in before
+    await work_until_idle(_settings(tmp_path, database_url, github), db)
+    async with webhook_client(tmp_path, database_url) as client:
+        after = (await client.get("/metrics")).text
+    assert "job_queue_depth 0.0" in after
+    assert 'jobs_total{job="handle_event",outcome="handled"}' in after
