@@ -143,10 +143,10 @@ def _start_worker(
     # Imported here: the worker's clients (PyGithub and its crypto stack) cost memory an
     # API-only process (`serve --no-worker`) has no use for.
     from project_orchestrator.queue.assembly import build_processor
-    from project_orchestrator.queue.worker import options_from, run_worker
+    from project_orchestrator.queue.worker import options_from, run_worker_supervised
 
     return asyncio.create_task(
-        run_worker(
+        run_worker_supervised(
             database_url, build_processor(settings, db, audit), stop, options_from(settings)
         ),
         name="in-process-worker",

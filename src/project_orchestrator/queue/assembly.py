@@ -14,7 +14,7 @@ from project_orchestrator.events.models import EventSource
 from project_orchestrator.events.processor import EventProcessor, SourceHandler
 from project_orchestrator.ingress.github.handlers import GitHubEventHandler
 from project_orchestrator.logging import get_logger
-from project_orchestrator.queue.worker import WorkerOptions, options_from, run_worker
+from project_orchestrator.queue.worker import WorkerOptions, options_from, run_worker_supervised
 
 log = get_logger(__name__)
 
@@ -61,7 +61,7 @@ async def worker_main(
     db = create_database(database_url, pool_size=10, max_overflow=5)
     audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
     try:
-        await run_worker(
+        await run_worker_supervised(
             database_url,
             build_processor(settings, db, audit),
             stop,

@@ -128,6 +128,34 @@ async def run_worker(
         log.info("worker.stopped")
 
 
+async def run_worker_supervised(
+    database_url: str,
+    processor: EventProcessor,
+    stop: asyncio.Event,
+    options: WorkerOptions | None = None,
+) -> None:
+    """`run_worker`, started again (with backoff) whenever it dies, until `stop` is set.
+
+    The queue rides one database connection; when the database restarts that connection
+    is gone and the queue manager stops. Nothing is lost (jobs stay in the table), but
+    nothing would run either, so the worker comes back by itself, like the probes do.
+    """
+    failures = 0
+    while not stop.is_set():
+        try:
+            await run_worker(database_url, processor, stop, options)
+            if stop.is_set():
+                return
+            error = "stopped by itself"
+        except Exception as exc:
+            error = type(exc).__name__
+        failures += 1
+        delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+        log.error("worker.crashed", error=error, restart_in_seconds=delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
+
 def options_from(settings: Settings) -> WorkerOptions:
     return WorkerOptions(
         concurrency=settings.worker_concurrency,
