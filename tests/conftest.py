@@ -96,3 +96,12 @@ def github() -> Iterator[FakeGitHub]:
     with FakeServer(fake.app) as server:
         fake.base_url = server.url  # type: ignore[attr-defined]  # where tests point PyGithub
         yield fake
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[postgres.RestartablePostgres]:
+    """A migrated PostgreSQL of the test's own, which it may stop and start."""
+    server = postgres.RestartablePostgres()
+    upgrade_to_head(server.url)
+    yield server
+    server.close()

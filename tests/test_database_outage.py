@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,19 +11,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from project_orchestrator.app import create_app
-from project_orchestrator.db.migrations import upgrade_to_head
 from tests.conftest import make_settings
 from tests.support.postgres import RestartablePostgres
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[RestartablePostgres]:
-    server = RestartablePostgres()
-    upgrade_to_head(server.url)
-    yield server
-    server.close()
 
 
 async def _wait_for(client: httpx.AsyncClient, path: str, status: int, limit: float) -> float:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.db.engine import create_database
-from project_orchestrator.db.migrations import upgrade_to_head
 from project_orchestrator.queue.assembly import build_processor
 from project_orchestrator.queue.worker import run_worker_supervised
 from tests.conftest import make_settings
@@ -21,14 +19,6 @@ from tests.support.worker import FAST_RETRIES
 from tests.test_github_webhook import SECRET, URL, webhook_client
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[RestartablePostgres]:
-    server = RestartablePostgres()
-    upgrade_to_head(server.url)
-    yield server
-    server.close()
 
 
 async def test_worker_survives_a_database_restart(
