@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support import postgres
-
-
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}}
-    return subprocess.run(
-        [sys.executable, "-m", "project_orchestrator", *args],
-        env={**clean, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.support.cli import run_cli
 
 
 def test_production_without_secrets_refuses_to_serve(tmp_path: Path) -> None:
-    result = _run(
+    result = run_cli(
         ["serve"],
         {"APP_ENV": "production", "GITHUB_ACCESS_TOKEN": "ghp_should_not_echo"},
         tmp_path,
@@ -39,7 +24,7 @@ def test_production_without_secrets_refuses_to_serve(tmp_path: Path) -> None:
 
 
 def test_invalid_configuration_is_named_not_echoed(tmp_path: Path) -> None:
-    result = _run(["migrate"], {"PORT": "not-a-port"}, tmp_path)
+    result = run_cli(["migrate"], {"PORT": "not-a-port"}, tmp_path)
     assert result.returncode == 2
     assert "PORT" in result.stderr
 
@@ -47,10 +32,10 @@ def test_invalid_configuration_is_named_not_echoed(tmp_path: Path) -> None:
 def test_migrate_brings_a_fresh_database_to_head(tmp_path: Path, pg_server_url: str) -> None:
     url = postgres.create_database(pg_server_url)
     try:
-        result = _run(["migrate"], {"DATABASE_URL": url}, tmp_path)
+        result = run_cli(["migrate"], {"DATABASE_URL": url}, tmp_path)
         assert result.returncode == 0, result.stderr
         assert "latest migration" in result.stdout
-        again = _run(["migrate"], {"DATABASE_URL": url}, tmp_path)
+        again = run_cli(["migrate"], {"DATABASE_URL": url}, tmp_path)
         assert again.returncode == 0
     finally:
         postgres.drop_database(pg_server_url, url)
@@ -58,6 +43,6 @@ def test_migrate_brings_a_fresh_database_to_head(tmp_path: Path, pg_server_url: 
 
 @pytest.mark.parametrize("command", [["--help"], ["events", "--help"]])
 def test_help_lists_commands(tmp_path: Path, command: list[str]) -> None:
-    result = _run(command, {}, tmp_path)
+    result = run_cli(command, {}, tmp_path)
     assert result.returncode == 0
     assert "Usage" in result.stdout

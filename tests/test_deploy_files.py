@@ -18,6 +18,7 @@ import yaml
 
 from project_orchestrator import SERVICE_NAME
 from project_orchestrator.config import Settings
+from tests.support.contract import METRIC_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -31,19 +32,6 @@ ALL_SERVICES = ("db", *APP_SERVICES)
 # Variables whose names differ from their Settings field (validation aliases).
 ALIASED_NAMES = {"TELEGRAM_MODE", "WEBHOOK_IP_FILTERING_ENABLED"}
 PROBE_ROUTES = ("/health", "/health/db", "/health/ai", "/health/ready", "/metrics")
-METRIC_NAMES = (
-    "orchestrator_conversations_total",
-    "orchestrator_active_projects",
-    "scar_command_duration_seconds",
-    "http_requests_total",
-    "http_request_duration_seconds",
-    "approval_gates_pending",
-    "vision_documents_generated_total",
-    "webhook_events_total",
-    "jobs_total",
-    "job_queue_depth",
-    "ai_tokens_total",
-)
 AUDIT_KEYS = ("timestamp", "action", "user_id", "project_id", "details", "result", "ip_address")
 _ASSIGNMENT = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
 

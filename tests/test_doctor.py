@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +25,7 @@ from project_orchestrator.doctor import (
 )
 from tests.conftest import make_settings
 from tests.support import postgres
+from tests.support.cli import run_cli
 from tests.support.fake_http import FakeServer, unused_tcp_url
 
 ANTHROPIC_KEY = "sk-ant-doctor-test-key-0001"
@@ -391,23 +389,13 @@ def test_render_and_exit_code() -> None:
 
 
 def test_cli_doctor_exits_non_zero_when_the_database_is_down(tmp_path: Path) -> None:
-    clean = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}}
     env = {
-        **clean,
         "DATABASE_URL": "postgresql://u:secretpw@127.0.0.1:1/x",
         "GITHUB_ACCESS_TOKEN": GITHUB_TOKEN,
         "GITHUB_API_URL": unused_tcp_url(),
         "SCAR_BASE_URL": unused_tcp_url(),
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "project_orchestrator", "doctor"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_cli(["doctor"], env, tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^\[FAIL\] database ", result.stdout, re.MULTILINE), result.stdout
     for name in NAMES:

@@ -15,6 +15,7 @@ from project_orchestrator.db.engine import Database
 from project_orchestrator.db.migrations import upgrade_to_head
 from tests.conftest import make_settings
 from tests.support import postgres
+from tests.support.contract import METRIC_NAMES
 from tests.support.fake_http import FakeServer, unused_tcp_url
 
 
@@ -139,19 +140,7 @@ async def test_metrics_exposes_every_contract_metric(client: httpx.AsyncClient) 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    for name in (
-        "orchestrator_conversations_total",
-        "orchestrator_active_projects",
-        "scar_command_duration_seconds",
-        "http_requests_total",
-        "http_request_duration_seconds",
-        "approval_gates_pending",
-        "vision_documents_generated_total",
-        "webhook_events_total",
-        "jobs_total",
-        "job_queue_depth",
-        "ai_tokens_total",
-    ):
+    for name in METRIC_NAMES:
         assert re.search(rf"^# TYPE {name} ", text, re.MULTILINE), name
     # Labelled by route template, never by raw path.
     assert 'route="/health",status="200"' in text

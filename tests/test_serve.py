@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.cli import COMMAND, clean_environment, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +36,9 @@ def _postgres_running(pgdata: Path) -> bool:
 
 def test_serve_with_embedded_database_then_sigterm(tmp_path: Path) -> None:
     port = _free_port()
-    clean = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}}
-    env = {**clean, "DATA_DIR": str(tmp_path / "data"), "PORT": str(port)}
+    env = clean_environment(DATA_DIR=str(tmp_path / "data"), PORT=str(port))
     process = subprocess.Popen(
-        [sys.executable, "-m", "project_orchestrator", "serve", "--no-worker"],
+        [*COMMAND, "serve", "--no-worker"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -72,22 +71,12 @@ def test_serve_with_embedded_database_then_sigterm(tmp_path: Path) -> None:
 
 
 def test_production_logs_are_json(tmp_path: Path, database_url: str) -> None:
-    clean = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}}
     env = {
-        **clean,
         "APP_ENV": "production",
         "DATABASE_URL": database_url,
         "API_KEY": "api-key-for-this-test",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "project_orchestrator", "migrate"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_cli(["migrate"], env, tmp_path)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert any(r.get("event") == "migrations.at_head" for r in records)

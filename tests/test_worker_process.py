@@ -4,10 +4,8 @@ asked to stop, it finishes what it holds and exits 0."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from project_orchestrator.db.engine import Database
+from tests.support.cli import COMMAND, clean_environment
 from tests.support.fake_github import FakeGitHub
 from tests.support.github_payloads import issue_comment, signed
 from tests.test_github_webhook import SECRET, URL, webhook_client
@@ -27,7 +26,6 @@ REPO = "acme/widgets"
 
 def _start_worker(tmp_path: Path, database_url: str, github: FakeGitHub) -> subprocess.Popen[str]:
     env = {
-        **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}},
         "DATABASE_URL": database_url,
         "GITHUB_ACCESS_TOKEN": "ghp-test-token-123456",
         "GITHUB_API_URL": github.base_url,
@@ -38,8 +36,8 @@ def _start_worker(tmp_path: Path, database_url: str, github: FakeGitHub) -> subp
         "TELEGRAM_MODE": "off",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "project_orchestrator", "worker"],
-        env=env,
+        [*COMMAND, "worker"],
+        env=clean_environment(**env),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -48,12 +48,6 @@ class Identity(UUIDPrimaryKey, Timestamps, Base):
     github_login: Mapped[str | None] = mapped_column(String(39))
     display_name: Mapped[str | None] = mapped_column(String(200))
 
-    @property
-    def audit_user_id(self) -> str:
-        if self.telegram_user_id is not None:
-            return f"telegram:{self.telegram_user_id}"
-        return f"github:{self.github_login}"
-
 
 class Project(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "projects"
