@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.db.engine import Database
-from project_orchestrator.queue.assembly import build_processor
+from project_orchestrator.queue.assembly import build_workload
 from project_orchestrator.queue.worker import run_worker
 from tests.conftest import make_settings
 from tests.support.fake_github import FakeGitHub
@@ -53,7 +53,7 @@ async def test_two_workers_share_a_stream_with_duplicate_deliveries(
     stop = asyncio.Event()
     workers = [
         asyncio.create_task(
-            run_worker(database_url, build_processor(settings, db, audit), stop, FAST_RETRIES)
+            run_worker(database_url, build_workload(settings, db, audit), stop, FAST_RETRIES)
         )
         for _ in range(2)
     ]

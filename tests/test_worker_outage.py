@@ -9,7 +9,7 @@ import pytest
 
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.db.engine import create_database
-from project_orchestrator.queue.assembly import build_processor
+from project_orchestrator.queue.assembly import build_workload
 from project_orchestrator.queue.worker import run_worker_supervised
 from tests.conftest import make_settings
 from tests.support.fake_github import FakeGitHub
@@ -33,7 +33,7 @@ async def test_worker_survives_a_database_restart(
     )
     db = create_database(url, pool_size=2, max_overflow=2)
     stop = asyncio.Event()
-    processor = build_processor(settings, db, AuditLog(settings.audit_log_path))
+    processor = build_workload(settings, db, AuditLog(settings.audit_log_path))
     worker = asyncio.create_task(run_worker_supervised(url, processor, stop, FAST_RETRIES))
     try:
         await asyncio.sleep(1)

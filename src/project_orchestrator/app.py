@@ -142,12 +142,12 @@ def _start_worker(
 ) -> asyncio.Task[None]:
     # Imported here: the worker's clients (PyGithub and its crypto stack) cost memory an
     # API-only process (`serve --no-worker`) has no use for.
-    from project_orchestrator.queue.assembly import build_processor
+    from project_orchestrator.queue.assembly import build_workload
     from project_orchestrator.queue.worker import options_from, run_worker_supervised
 
     return asyncio.create_task(
         run_worker_supervised(
-            database_url, build_processor(settings, db, audit), stop, options_from(settings)
+            database_url, build_workload(settings, db, audit), stop, options_from(settings)
         ),
         name="in-process-worker",
     )

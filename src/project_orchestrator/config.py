@@ -60,7 +60,7 @@ class Settings(BaseSettings):
 
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str = "https://api.anthropic.com"
-    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_model: str = "claude-sonnet-4-6"
     ai_max_tokens_per_project: int = Field(default=2_000_000, ge=1)
 
     telegram_bot_token: SecretStr | None = None
@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     scar_base_url: str = "http://127.0.0.1:3000"
     scar_timeout_seconds: float = Field(default=1800.0, gt=0)
     scar_github_mention: str = "@scar"
+    # How often a running SCAR command is checked for completion.
+    scar_poll_interval_seconds: float = Field(default=2.0, gt=0, le=60)
 
     audit_log_path: Path = Path("logs/audit.log")
 

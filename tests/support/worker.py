@@ -10,7 +10,7 @@ from sqlalchemy import text
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
-from project_orchestrator.queue.assembly import build_processor
+from project_orchestrator.queue.assembly import build_workload
 from project_orchestrator.queue.worker import WorkerOptions, run_worker
 
 FAST_RETRIES = WorkerOptions(
@@ -45,7 +45,7 @@ async def work_until_idle(
     audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
     stop = asyncio.Event()
     worker = asyncio.create_task(
-        run_worker(settings.database_url, build_processor(settings, db, audit), stop, options)
+        run_worker(settings.database_url, build_workload(settings, db, audit), stop, options)
     )
     try:
         await wait_until_idle(db, [worker], limit_seconds)

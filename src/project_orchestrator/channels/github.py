@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from project_orchestrator.agent.models import Channel
+from project_orchestrator.channels.base import GateQuestion, ProjectAddress
 from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
 from project_orchestrator.db.engine import Database
 from project_orchestrator.logging import get_logger
@@ -38,6 +39,8 @@ class GitHubComments(Protocol):
     def create(self, repo: str, number: int, body: str) -> int: ...
 
     def find_marked(self, repo: str, number: int, mark: str) -> int | None: ...
+
+    def edit(self, repo: str, number: int, comment_id: int, body: str) -> None: ...
 
 
 @dataclass
@@ -72,6 +75,9 @@ class PyGithubComments:
             if mark in (comment.body or ""):
                 return int(comment.id)
         return None
+
+    def edit(self, repo: str, number: int, comment_id: int, body: str) -> None:
+        self.client.get_repo(repo).get_issue(number).get_comment(comment_id).edit(body)
 
 
 class GitHubRateLimited(RetryRequested):
@@ -131,6 +137,54 @@ class GitHubReplier:
         log.info("github.comment_posted", target=target, comment_id=comment_id)
         return comment_id
 
+    async def upsert(self, repo: str, number: int, key: str, text: str) -> int:
+        """One comment per `key`, created once and then edited in place to say `text`."""
+        target = f"{repo}#{number}"
+        async with self.db.session_scope() as session:
+            await session.execute(
+                insert(OutboundMessage)
+                .values(idempotency_key=key, channel=Channel.GITHUB, target=target, body=text)
+                .on_conflict_do_update(
+                    index_elements=["idempotency_key"],
+                    set_={"body": text, "status": OutboundStatus.PENDING},
+                )
+            )
+            row = (
+                await session.execute(
+                    select(OutboundMessage).where(OutboundMessage.idempotency_key == key)
+                )
+            ).scalar_one()
+            comment_id = int(row.external_id) if row.external_id else None
+            maybe_posted = comment_id is None and row.attempts > 0
+            row.attempts += 1
+        body = f"{text}\n\n{marker(key)}"
+        try:
+            if maybe_posted:
+                comment_id = await asyncio.to_thread(
+                    self.comments.find_marked, repo, number, marker(key)
+                )
+            if comment_id is None:
+                comment_id = await asyncio.to_thread(self.comments.create, repo, number, body)
+            else:
+                await asyncio.to_thread(self.comments.edit, repo, number, comment_id, body)
+        except RateLimitExceededException as exc:
+            raise GitHubRateLimited(delay=_reset_delay(exc), reason="GitHub rate limit") from None
+        except GithubException as exc:
+            await self._record_error(key, f"GitHub answered {exc.status}")
+            raise
+        async with self.db.session_scope() as session:
+            await session.execute(
+                update(OutboundMessage)
+                .where(OutboundMessage.idempotency_key == key)
+                .values(
+                    status=OutboundStatus.SENT,
+                    external_id=str(comment_id),
+                    sent_at=datetime.now(UTC),
+                    last_error=None,
+                )
+            )
+        return comment_id
+
     async def _record_error(self, key: str, error: str) -> None:
         async with self.db.session_scope() as session:
             await session.execute(
@@ -150,3 +204,24 @@ def _reset_delay(exc: RateLimitExceededException) -> timedelta:
         wait = int(reset) - int(datetime.now(UTC).timestamp())
         return timedelta(seconds=max(1, min(wait, 3600)))
     return timedelta(seconds=60)
+
+
+@dataclass
+class GitHubChannel:
+    """The project's GitHub issue: replies, one status comment edited in place, questions."""
+
+    replier: GitHubReplier
+    mention: str = "@orchestrator"
+
+    async def send(self, to: ProjectAddress, key: str, text: str) -> None:
+        if to.github_repo and to.github_issue_number:
+            await self.replier.reply(to.github_repo, to.github_issue_number, key, text)
+
+    async def progress(self, to: ProjectAddress, key: str, text: str) -> None:
+        if to.github_repo and to.github_issue_number:
+            await self.replier.upsert(to.github_repo, to.github_issue_number, key, text)
+
+    async def ask(self, to: ProjectAddress, key: str, question: GateQuestion) -> None:
+        # In a comment thread the bot only hears what mentions it.
+        hint = f"(Here, mention me: `{self.mention} /approve` or `{self.mention} /reject ...`.)"
+        await self.send(to, key, f"{question.text}\n\n{hint}")

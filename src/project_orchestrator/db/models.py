@@ -14,7 +14,7 @@ from project_orchestrator.projects.models import (
     TelegramChat,
 )
 from project_orchestrator.scar.models import ScarCommand
-from project_orchestrator.vision.models import VisionDocument
+from project_orchestrator.vision.models import BrainstormNote, VisionDocument
 from project_orchestrator.workflow.models import (
     ApprovalGate,
     WorkflowPhase,
@@ -26,6 +26,7 @@ metadata = Base.metadata
 __all__ = [
     "ApprovalGate",
     "Base",
+    "BrainstormNote",
     "ConversationMessage",
     "ConversationSummary",
     "Identity",

@@ -6,15 +6,35 @@ import asyncio
 import signal
 from dataclasses import dataclass
 
+from project_orchestrator.agent.conversation import AgentConversation
+from project_orchestrator.agent.llm import build_gateway
 from project_orchestrator.audit import AuditLog
-from project_orchestrator.channels.github import GitHubComments, GitHubReplier, PyGithubComments
+from project_orchestrator.channels.base import Notifier
+from project_orchestrator.channels.github import (
+    GitHubChannel,
+    GitHubComments,
+    GitHubReplier,
+    PyGithubComments,
+)
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database, create_database
 from project_orchestrator.events.models import EventSource
 from project_orchestrator.events.processor import EventProcessor, SourceHandler
 from project_orchestrator.ingress.github.handlers import GitHubEventHandler
 from project_orchestrator.logging import get_logger
-from project_orchestrator.queue.worker import WorkerOptions, options_from, run_worker_supervised
+from project_orchestrator.queue.worker import (
+    WorkerOptions,
+    Workload,
+    options_from,
+    run_worker_supervised,
+)
+from project_orchestrator.scar.github_transport import GitHubScarClient
+from project_orchestrator.scar.http_transport import http_scar_client
+from project_orchestrator.scar.models import ScarTransport
+from project_orchestrator.scar.protocol import ScarClient
+from project_orchestrator.workflow.commands import CommandDesk
+from project_orchestrator.workflow.service import Workflow
+from project_orchestrator.workflow.steps import StepRunner, web_url
 
 log = get_logger(__name__)
 
@@ -33,6 +53,9 @@ class _NoGitHub:
     def find_marked(self, repo: str, number: int, mark: str) -> int | None:
         raise GitHubNotConfigured("GITHUB_ACCESS_TOKEN is not set, so replies cannot be posted")
 
+    def edit(self, repo: str, number: int, comment_id: int, body: str) -> None:
+        raise GitHubNotConfigured("GITHUB_ACCESS_TOKEN is not set, so replies cannot be posted")
+
 
 def github_comments(settings: Settings) -> GitHubComments:
     if settings.github_access_token is None:
@@ -42,12 +65,45 @@ def github_comments(settings: Settings) -> GitHubComments:
     )
 
 
-def build_processor(settings: Settings, db: Database, audit: AuditLog) -> EventProcessor:
+def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workload:
+    """Every client built once, for the life of the worker."""
     replier = GitHubReplier(db, github_comments(settings))
+    notifier = Notifier([GitHubChannel(replier, settings.github_bot_mention)])
+    workflow = Workflow(audit)
+    conversation = AgentConversation(
+        gateway=build_gateway(settings),
+        workflow=workflow,
+        notifier=notifier,
+        audit=audit,
+        max_tokens_per_project=settings.ai_max_tokens_per_project,
+    )
     handlers: dict[EventSource, SourceHandler] = {
-        EventSource.GITHUB: GitHubEventHandler(settings, replier, audit),
+        EventSource.GITHUB: GitHubEventHandler(
+            settings, replier, audit, workflow, CommandDesk(workflow, notifier), conversation
+        ),
     }
-    return EventProcessor(db, handlers)
+    steps = StepRunner(
+        db=db,
+        workflow=workflow,
+        scar=scar_client(settings, db, replier),
+        notifier=notifier,
+        audit=audit,
+        transport=ScarTransport(settings.scar_transport),
+        github_web_url=web_url(settings.github_api_url),
+    )
+    return Workload(processor=EventProcessor(db, handlers), steps=steps)
+
+
+def scar_client(settings: Settings, db: Database, replier: GitHubReplier) -> ScarClient:
+    if settings.scar_transport == "github":
+        return GitHubScarClient(
+            db=db,
+            replier=replier,
+            mention=settings.scar_github_mention,
+            timeout_seconds=settings.scar_timeout_seconds,
+            poll_interval=settings.scar_poll_interval_seconds,
+        )
+    return http_scar_client(settings)
 
 
 async def worker_main(
@@ -63,7 +119,7 @@ async def worker_main(
     try:
         await run_worker_supervised(
             database_url,
-            build_processor(settings, db, audit),
+            build_workload(settings, db, audit),
             stop,
             options or options_from(settings),
         )

@@ -6,7 +6,7 @@ import asyncpg
 from pgqueuer.queries import Queries
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.queue.jobs import HANDLE_EVENT, EventJob
+from project_orchestrator.queue.jobs import HANDLE_EVENT, RUN_STEP, EventJob, StepJob
 
 
 async def enqueue_event_jobs(session: AsyncSession, jobs: list[EventJob]) -> None:
@@ -26,4 +26,20 @@ async def enqueue_on_connection(connection: asyncpg.Connection, jobs: list[Event
         entrypoint=[HANDLE_EVENT] * len(jobs),
         payload=[job.encode() for job in jobs],
         priority=[0] * len(jobs),
+    )
+
+
+async def enqueue_step_job(session: AsyncSession, job: StepJob) -> None:
+    """Queue a phase's step in the session's transaction, once while one is still waiting.
+
+    The dedupe key makes a second request for the same phase attempt (a resume racing a
+    retry) a no-op instead of a second SCAR command.
+    """
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(
+        entrypoint=RUN_STEP,
+        payload=job.encode(),
+        dedupe_key=f"step:{job.phase_id}",
+        on_conflict="skip",
     )

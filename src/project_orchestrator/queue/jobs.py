@@ -24,3 +24,23 @@ class EventJob:
             raise ValueError("event job without a payload")
         data = orjson.loads(payload)
         return cls(event_id=int(data["event_id"]), correlation_id=data.get("correlation_id"))
+
+
+# One job per phase attempt that runs a SCAR command; the phase row holds the rest.
+RUN_STEP = "run_step"
+
+
+@dataclass(frozen=True)
+class StepJob:
+    phase_id: str
+    correlation_id: str | None = None
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"phase_id": self.phase_id, "correlation_id": self.correlation_id})
+
+    @classmethod
+    def decode(cls, payload: bytes | None) -> StepJob:
+        if not payload:
+            raise ValueError("step job without a payload")
+        data = orjson.loads(payload)
+        return cls(phase_id=str(data["phase_id"]), correlation_id=data.get("correlation_id"))

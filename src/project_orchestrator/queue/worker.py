@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,7 +29,8 @@ from project_orchestrator.config import Settings
 from project_orchestrator.db import raw
 from project_orchestrator.events.processor import MAX_ATTEMPTS, EventProcessor
 from project_orchestrator.logging import get_logger
-from project_orchestrator.queue.jobs import HANDLE_EVENT, EventJob
+from project_orchestrator.queue.jobs import HANDLE_EVENT, RUN_STEP, EventJob, StepJob
+from project_orchestrator.workflow.steps import StepRunner
 
 log = get_logger(__name__)
 
@@ -58,6 +60,14 @@ def _retrying_executor(options: WorkerOptions) -> Callable[..., DatabaseRetryEnt
     return build
 
 
+@dataclass
+class Workload:
+    """What a worker runs: inbound events, and the workflow's SCAR steps."""
+
+    processor: EventProcessor
+    steps: StepRunner
+
+
 async def run_event_job(processor: EventProcessor, job: Job) -> None:
     event_job = EventJob.decode(job.payload)
     structlog.contextvars.bind_contextvars(
@@ -75,9 +85,33 @@ async def run_event_job(processor: EventProcessor, job: Job) -> None:
     metrics.jobs_total.labels(HANDLE_EVENT, outcome.value).inc()
 
 
+async def run_step_job(steps: StepRunner, job: Job) -> None:
+    step = StepJob.decode(job.payload)
+    structlog.contextvars.bind_contextvars(
+        correlation_id=step.correlation_id, phase_id=step.phase_id, job_id=job.id
+    )
+    # pgqueuer counts retries after the first run; the last one must not raise again.
+    last_attempt = job.attempts >= MAX_ATTEMPTS - 1
+    phase_id = uuid.UUID(step.phase_id)
+    try:
+        await steps.run(phase_id, last_attempt=last_attempt)
+    except RetryRequested:
+        metrics.jobs_total.labels(RUN_STEP, "deferred").inc()
+        raise
+    except Exception as exc:
+        if not last_attempt:
+            metrics.jobs_total.labels(RUN_STEP, "retried").inc()
+            raise
+        log.exception("step.gave_up", error=type(exc).__name__)
+        await steps.give_up(phase_id, exc)
+        metrics.jobs_total.labels(RUN_STEP, "failed").inc()
+        return
+    metrics.jobs_total.labels(RUN_STEP, "done").inc()
+
+
 async def run_worker(
     database_url: str,
-    processor: EventProcessor,
+    workload: Workload,
     stop: asyncio.Event,
     options: WorkerOptions | None = None,
 ) -> None:
@@ -92,7 +126,11 @@ async def run_worker(
         executor_factory=_retrying_executor(options),
     )
     async def handle_event(job: Job) -> None:
-        await run_event_job(processor, job)
+        await run_event_job(workload.processor, job)
+
+    @manager.entrypoint(RUN_STEP, executor_factory=_retrying_executor(options))
+    async def run_step(job: Job) -> None:
+        await run_step_job(workload.steps, job)
 
     batch = max(1, options.concurrency // 2)
     running = asyncio.create_task(
@@ -130,7 +168,7 @@ async def run_worker(
 
 async def run_worker_supervised(
     database_url: str,
-    processor: EventProcessor,
+    workload: Workload,
     stop: asyncio.Event,
     options: WorkerOptions | None = None,
 ) -> None:
@@ -143,7 +181,7 @@ async def run_worker_supervised(
     failures = 0
     while not stop.is_set():
         try:
-            await run_worker(database_url, processor, stop, options)
+            await run_worker(database_url, workload, stop, options)
             if stop.is_set():
                 return
             error = "stopped by itself"

@@ -5,22 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from project_orchestrator.agent.models import Channel
+from project_orchestrator.agent.protocol import Conversation
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
 from project_orchestrator.channels.github import GitHubReplier
 from project_orchestrator.config import Settings
 from project_orchestrator.events.models import EventStatus, InboundEvent
-from project_orchestrator.ingress.github.commands import parse_comment
+from project_orchestrator.ingress.github.commands import ParsedComment, parse_comment
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.lookup import project_for_repo, status_text
-from project_orchestrator.workflow.models import (
-    ApprovalGate,
-    GateKind,
-    GateStatus,
-    WorkflowRun,
-)
+from project_orchestrator.projects.models import Project
+from project_orchestrator.projects.service import Actor, create_project, github_identity
+from project_orchestrator.workflow.commands import CommandDesk
+from project_orchestrator.workflow.notices import announce
+from project_orchestrator.workflow.service import Workflow
 
 log = get_logger(__name__)
 
@@ -36,17 +36,20 @@ Mention me with your idea in plain words and we will shape it together. Commands
 - `/hold`, `/resume`, `/cancel`: pause, continue or stop the current build
 - `/help`: this message"""
 
-NOT_YET = (
-    "I can't do that here yet: building with you arrives soon. "
-    "For now I can tell you the `/status` of this project or show `/help`."
-)
-
 
 @dataclass
 class GitHubEventHandler:
     settings: Settings
     replier: GitHubReplier
     audit: AuditLog
+    workflow: Workflow
+    desk: CommandDesk
+    conversation: Conversation
+
+    @property
+    def _scar_logins(self) -> frozenset[str]:
+        login = self.settings.scar_github_mention.lstrip("@").lower()
+        return frozenset({login, f"{login}[bot]"})
 
     @property
     def _bot_login(self) -> str:
@@ -67,7 +70,7 @@ class GitHubEventHandler:
             case "issues", "opened" | "edited":
                 return await self._issue_opened(session, event, payload)
             case "pull_request", "synchronize":
-                await self._void_merge_gates(session, payload)
+                await self._pull_request_moved(session, payload)
                 return EventStatus.HANDLED
             case "pull_request", "opened" | "closed" | "reopened":
                 return EventStatus.HANDLED
@@ -97,8 +100,10 @@ class GitHubEventHandler:
         repo = payload["repository"]["full_name"]
         if login.lower() == self._bot_login:
             return EventStatus.IGNORED  # our own reply
+        if login.lower() in self._scar_logins:
+            # SCAR's replies: the GitHub transport reads them from the stored event.
+            return EventStatus.HANDLED
         if author.get("type") == "Bot" or login.endswith("[bot]"):
-            # SCAR's replies are read by the workflow (agent issue); other bots never.
             return EventStatus.IGNORED
         parsed = parse_comment(comment.get("body") or "", self.settings.github_bot_mention)
         if not parsed.mentioned:
@@ -122,50 +127,69 @@ class GitHubEventHandler:
                 "collaborators.",
             )
             return EventStatus.HANDLED
+        project = await project_for_repo(session, repo)
+        wants_only_info = all(c.name in ("help", "status") for c in parsed.commands) and not (
+            parsed.message
+        )
+        if project is None and not wants_only_info:
+            project = await self._start_project(session, repo, number, login)
+        elif project is not None and project.github_issue_number is None:
+            project.github_issue_number = number  # the conversation lives here from now on
+        answers = await self._answers(session, project, login, parsed)
+        await self.replier.reply(repo, number, key_base, "\n\n".join(answers))
+        return EventStatus.HANDLED
+
+    async def _answers(
+        self, session: AsyncSession, project: Project | None, login: str, parsed: ParsedComment
+    ) -> list[str]:
         answers: list[str] = []
+        actor = None
+        if project is not None:
+            actor = Actor(await github_identity(session, login), Channel.GITHUB)
         for command in parsed.commands:
             if command.name == "help":
                 answers.append(HELP_TEXT)
-            elif command.name == "status":
-                answers.append(await status_text(session, await project_for_repo(session, repo)))
+            elif project is None or actor is None:
+                answers.append(await status_text(session, None))
             else:
-                answers.append(f"`/{command.name}`: {NOT_YET}")
+                answers.append(
+                    await self.desk.run(session, project, actor, command.name, command.argument)
+                )
         answers.extend(f"I don't know the command `/{name}`." for name in parsed.unknown_commands)
-        if parsed.message and not parsed.commands:
-            answers.append(f"Thanks! {NOT_YET}")
+        if parsed.message and project is not None and actor is not None:
+            answers.append(await self.conversation.respond(session, project, actor, parsed.message))
         if not answers:
             answers.append(HELP_TEXT)
-        await self.replier.reply(repo, number, key_base, "\n\n".join(answers))
-        return EventStatus.HANDLED
+        return answers
+
+    async def _start_project(
+        self, session: AsyncSession, repo: str, number: int, login: str
+    ) -> Project:
+        """A mention in a repository without a project starts one, owned by the commenter."""
+        owner = Actor(await github_identity(session, login), Channel.GITHUB)
+        return await create_project(
+            session,
+            self.audit,
+            name=repo.split("/", 1)[1],
+            owner=owner,
+            github_repo=repo,
+            github_issue_number=number,
+        )
 
     def _allowed(self, login: str, association: object) -> bool:
         allowed = {user.lower() for user in self.settings.github_allowed_users}
         return association in TRUSTED_ASSOCIATIONS or login.lower() in allowed
 
-    async def _void_merge_gates(self, session: AsyncSession, payload: dict[str, Any]) -> None:
-        """A new head means the merge approval was for code that is no longer there."""
-        pr = payload["pull_request"]
+    async def _pull_request_moved(self, session: AsyncSession, payload: dict[str, Any]) -> None:
+        """A new head means a merge approval was for code that is no longer there."""
         project = await project_for_repo(session, payload["repository"]["full_name"])
         if project is None:
             return
-        runs = select(WorkflowRun.id).where(
-            WorkflowRun.project_id == project.id, WorkflowRun.pr_number == pr["number"]
-        )
-        new_head = (pr.get("head") or {}).get("sha")
-        result = await session.execute(
-            update(ApprovalGate)
-            .where(
-                ApprovalGate.run_id.in_(runs),
-                ApprovalGate.kind == GateKind.MERGE,
-                ApprovalGate.status == GateStatus.PENDING,
-                ApprovalGate.artifact_version != f"sha:{new_head}",
-            )
-            .values(status=GateStatus.VOIDED)
-            .returning(ApprovalGate.id)
-        )
-        voided = result.scalars().all()
+        pr = payload["pull_request"]
+        head = (pr.get("head") or {}).get("sha")
+        voided = await self.workflow.pull_request_moved(session, project, pr["number"], head)
         if voided:
-            log.info("gate.voided", gates=[str(g) for g in voided], reason="new PR head")
-        await session.execute(
-            update(WorkflowRun).where(WorkflowRun.id.in_(runs)).values(pr_head_sha=new_head)
-        )
+            log.info("gate.voided", gates=[str(g.id) for g in voided], reason="new PR head")
+            run = await self.workflow.active_run(session, project.id)
+            if run is not None:
+                await announce(session, self.desk.notifier, run.id)

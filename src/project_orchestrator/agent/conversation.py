@@ -1,0 +1,284 @@
+"""One agent turn: store the message, let Claude think and use tools, store the answer.
+
+Every message is kept. The model sees the project's context, a summary of everything
+older than the recent turns, and as many recent turns as fit the budget; when the
+unsummarised part grows past the budget, its older half is summarised and the summary
+stored, so nothing said is ever lost to the model, however long the conversation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from project_orchestrator import metrics
+from project_orchestrator.agent import prompts
+from project_orchestrator.agent.llm import AIUnavailable, ModelGateway, TokenUsage
+from project_orchestrator.agent.models import (
+    ConversationMessage,
+    ConversationSummary,
+    MessageRole,
+)
+from project_orchestrator.agent.tools import TOOLS, ToolContext, call_tool
+from project_orchestrator.audit import AuditLog
+from project_orchestrator.channels.base import Notifier
+from project_orchestrator.logging import get_logger
+from project_orchestrator.projects.models import Project
+from project_orchestrator.projects.service import Actor
+from project_orchestrator.vision.render import summarize_vision
+from project_orchestrator.vision.service import latest_vision
+from project_orchestrator.workflow.notices import gate_name
+from project_orchestrator.workflow.service import Workflow
+
+log = get_logger(__name__)
+
+# Tool rounds per message: enough for note, check, generate, ask; bounded against loops.
+MAX_TOOL_ROUNDS = 6
+# Recent history the model sees verbatim, in estimated tokens (about 4 characters each).
+HISTORY_TOKEN_BUDGET = 6000
+
+UNAVAILABLE = (
+    "I can't reach my assistant brain right now, so I can't answer properly. Your message "
+    "is saved and nothing was lost: say it again in a little while and I will pick up "
+    "from here. Commands like /status, /approve and /hold still work."
+)
+NOT_CONFIGURED = (
+    "The assistant is not set up on this server yet (no AI key), so I can only follow "
+    "commands such as /status, /build and /approve. Your message is saved."
+)
+BUDGET_REACHED = (
+    "This project has used all of the AI budget its operators set, so I have to stop "
+    "chatting here. Your message is saved; commands like /status and /approve still work."
+)
+_CODE_BLOCK = re.compile(r"```.*?(```|$)", re.DOTALL)
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def plain_reply(text: str) -> str:
+    """Never code: a code block in a reply to a non-programmer is left out."""
+    cleaned = _CODE_BLOCK.sub("(technical details left out)", text).strip()
+    return cleaned or "Done."
+
+
+@dataclass
+class AgentConversation:
+    gateway: ModelGateway | None
+    workflow: Workflow
+    notifier: Notifier
+    audit: AuditLog
+    max_tokens_per_project: int
+    history_budget: int = HISTORY_TOKEN_BUDGET
+    tool_rounds: int = MAX_TOOL_ROUNDS
+    tools: list[dict[str, Any]] = field(default_factory=lambda: [t.definition() for t in TOOLS])
+
+    async def respond(
+        self, session: AsyncSession, project: Project, actor: Actor, text: str
+    ) -> str:
+        await self._store(session, project, MessageRole.USER, actor, text, author=True)
+        metrics.orchestrator_conversations_total.labels(actor.channel.value).inc()
+        if self.gateway is None:
+            return NOT_CONFIGURED
+        if project.ai_tokens_used >= self.max_tokens_per_project:
+            log.warning("ai.budget_reached", project_id=str(project.id))
+            return BUDGET_REACHED
+        try:
+            answer, blocks, used = await self._think(session, project, actor)
+        except AIUnavailable as exc:
+            log.warning("ai.turn_unavailable", project_id=str(project.id), error=str(exc))
+            return UNAVAILABLE
+        answer = plain_reply(answer)
+        await self._store(
+            session, project, MessageRole.ASSISTANT, actor, answer, blocks=blocks, tokens=used.total
+        )
+        return answer
+
+    async def _think(
+        self, session: AsyncSession, project: Project, actor: Actor
+    ) -> tuple[str, list[dict[str, Any]], TokenUsage]:
+        if self.gateway is None:
+            raise AIUnavailable("the AI is not configured")
+        summary, history = await self._history(session, project)
+        system = prompts.system_blocks(await self._context(session, project, summary))
+        messages = _alternating(history)
+        ctx = ToolContext(session, project, actor, self.workflow, self.notifier, self.audit)
+        turn_blocks: list[dict[str, Any]] = []
+        used = TokenUsage(0, 0)
+        text = ""
+        for _ in range(self.tool_rounds):
+            reply = await self.gateway.create(system=system, messages=messages, tools=self.tools)
+            used = _add(used, reply.usage)
+            await self._charge(session, project, reply.usage)
+            turn_blocks.extend(reply.content)
+            text = reply.text or text
+            calls = reply.tool_calls
+            if not calls:
+                return text, turn_blocks, used
+            messages.append({"role": "assistant", "content": reply.content})
+            results = []
+            for call in calls:
+                output, is_error = await call_tool(ctx, call.name, call.input)
+                log.info("agent.tool", tool=call.name, error=is_error)
+                results.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": call.id,
+                        "content": output,
+                        "is_error": is_error,
+                    }
+                )
+            turn_blocks.extend(results)
+            messages.append({"role": "user", "content": results})
+        log.warning("agent.tool_rounds_exhausted", project_id=str(project.id))
+        return (
+            text or "I have done what I can for now. What would you like next?",
+            (turn_blocks),
+            used,
+        )
+
+    async def _charge(self, session: AsyncSession, project: Project, usage: TokenUsage) -> None:
+        await session.execute(
+            update(Project)
+            .where(Project.id == project.id)
+            .values(ai_tokens_used=Project.ai_tokens_used + usage.total)
+        )
+        project.ai_tokens_used += usage.total
+
+    async def _context(self, session: AsyncSession, project: Project, summary: str | None) -> str:
+        run = await self.workflow.active_run(session, project.id)
+        gate = await self.workflow.pending_gate(session, run.id) if run is not None else None
+        document = await latest_vision(session, project.id)
+        return prompts.project_context(
+            name=project.name,
+            repo=project.github_repo,
+            phase=run.current_phase.value if run and run.current_phase else None,
+            run=f"#{run.number}: {run.feature_request} ({run.status.value})" if run else None,
+            pending_gate=gate_name(gate.kind) if gate is not None else None,
+            vision_summary=summarize_vision(document.markdown) if document else None,
+            summary_of_earlier=summary,
+        )
+
+    async def _history(
+        self, session: AsyncSession, project: Project
+    ) -> tuple[str | None, list[ConversationMessage]]:
+        summary = (
+            await session.execute(
+                select(ConversationSummary)
+                .where(ConversationSummary.project_id == project.id)
+                .order_by(ConversationSummary.through_message_id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        after = summary.through_message_id if summary is not None else 0
+        messages = list(
+            (
+                await session.execute(
+                    select(ConversationMessage)
+                    .where(
+                        ConversationMessage.project_id == project.id,
+                        ConversationMessage.id > after,
+                    )
+                    .order_by(ConversationMessage.id)
+                )
+            ).scalars()
+        )
+        if sum(estimate_tokens(m.content) for m in messages) <= self.history_budget:
+            return (summary.summary if summary else None), messages
+        older, recent = _split_for_summary(messages, self.history_budget // 2)
+        text = await self._summarise(summary.summary if summary else None, older)
+        if text is None:
+            # The summary could not be made now: keep what fits, try again next turn.
+            return (summary.summary if summary else None), recent
+        session.add(
+            ConversationSummary(
+                project_id=project.id, through_message_id=older[-1].id, summary=text
+            )
+        )
+        await session.flush()
+        return text, recent
+
+    async def _summarise(
+        self, previous: str | None, older: list[ConversationMessage]
+    ) -> str | None:
+        if self.gateway is None:
+            return None
+        transcript = "\n".join(f"{m.role.value}: {m.content}" for m in older)
+        if previous:
+            transcript = f"Earlier summary: {previous}\n\n{transcript}"
+        try:
+            reply = await self.gateway.create(
+                system=[{"type": "text", "text": prompts.SUMMARY_INSTRUCTIONS}],
+                messages=[{"role": "user", "content": transcript}],
+                tools=[],
+            )
+        except AIUnavailable:
+            return None
+        return reply.text.strip() or None
+
+    async def _store(
+        self,
+        session: AsyncSession,
+        project: Project,
+        role: MessageRole,
+        actor: Actor,
+        content: str,
+        *,
+        author: bool = False,
+        blocks: list[dict[str, Any]] | None = None,
+        tokens: int = 0,
+    ) -> None:
+        """A message on the actor's channel; `author` marks the person's own words."""
+        session.add(
+            ConversationMessage(
+                project_id=project.id,
+                role=role,
+                channel=actor.channel,
+                author_id=actor.identity.id if author else None,
+                content=content,
+                blocks=blocks,
+                tokens=tokens,
+            )
+        )
+        await session.flush()
+
+
+def _split_for_summary(
+    messages: list[ConversationMessage], keep_tokens: int
+) -> tuple[list[ConversationMessage], list[ConversationMessage]]:
+    """The newest messages that fit `keep_tokens` stay verbatim; the rest is summarised."""
+    kept = 0
+    cut = len(messages)
+    while cut > 1 and kept + estimate_tokens(messages[cut - 1].content) <= keep_tokens:
+        cut -= 1
+        kept += estimate_tokens(messages[cut].content)
+    cut = max(1, min(cut, len(messages) - 1))
+    return messages[:cut], messages[cut:]
+
+
+def _alternating(history: list[ConversationMessage]) -> list[dict[str, Any]]:
+    """The API wants user and assistant turns to alternate, starting with the user."""
+    merged: list[dict[str, Any]] = []
+    for message in history:
+        role = message.role.value
+        if merged and merged[-1]["role"] == role:
+            merged[-1]["content"] += "\n\n" + message.content
+        else:
+            merged.append({"role": role, "content": message.content})
+    while merged and merged[0]["role"] != "user":
+        merged.pop(0)
+    return merged
+
+
+def _add(a: TokenUsage, b: TokenUsage) -> TokenUsage:
+    return TokenUsage(
+        a.input_tokens + b.input_tokens,
+        a.output_tokens + b.output_tokens,
+        a.cache_read_tokens + b.cache_read_tokens,
+        a.cache_creation_tokens + b.cache_creation_tokens,
+    )

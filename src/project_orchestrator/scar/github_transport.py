@@ -1,0 +1,116 @@
+"""SCAR over GitHub comments: post `@scar /command-invoke ...`, read SCAR's replies.
+
+SCAR's replies reach us as ordinary webhook deliveries, already stored durably by the
+ingress. So the command's output is read straight from the stored events: comments by
+SCAR on the project's issue posted after our command (GitHub comment ids only grow).
+Nothing is kept in memory, so a worker that dies while waiting loses nothing: the next
+attempt finds our comment by its key (never posting it twice) and reads on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import BigInteger, Integer, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from project_orchestrator.channels.github import GitHubReplier
+from project_orchestrator.db.engine import Database
+from project_orchestrator.events.models import EventSource, InboundEvent
+from project_orchestrator.logging import get_logger
+from project_orchestrator.projects.models import Project
+from project_orchestrator.scar.models import ScarCommand
+from project_orchestrator.scar.parsing import failure_reason, is_progress
+from project_orchestrator.scar.protocol import (
+    ScarCommandFailed,
+    ScarInvocation,
+    ScarOutput,
+    ScarTimedOut,
+)
+
+log = get_logger(__name__)
+
+
+@dataclass
+class GitHubScarClient:
+    db: Database
+    replier: GitHubReplier
+    mention: str
+    timeout_seconds: float
+    poll_interval: float = 2.0
+
+    @property
+    def scar_logins(self) -> frozenset[str]:
+        login = self.mention.lstrip("@").lower()
+        return frozenset({login, f"{login}[bot]"})
+
+    async def run(self, invocation: ScarInvocation) -> ScarOutput:
+        repo, number = await self._thread_of(invocation)
+        comment_id = await self.replier.reply(
+            repo, number, f"scar:{invocation.conversation_id}", f"{self.mention} {invocation.text}"
+        )
+        log.info("scar.sent", transport="github", command=invocation.command, comment=comment_id)
+        deadline = time.monotonic() + self.timeout_seconds
+        while True:
+            replies = await self._replies(repo, number, comment_id)
+            results = [r for r in replies if not is_progress(r)]
+            if results:
+                for message in results:
+                    reason = failure_reason(message)
+                    if reason is not None:
+                        raise ScarCommandFailed(reason)
+                return ScarOutput(text="\n\n".join(results), messages=tuple(results))
+            if time.monotonic() >= deadline:
+                minutes = max(1, round(self.timeout_seconds / 60))
+                raise ScarTimedOut(
+                    f"SCAR did not finish {invocation.command} within {minutes} minute"
+                    f"{'s' if minutes != 1 else ''}."
+                )
+            await asyncio.sleep(self.poll_interval)
+
+    async def _thread_of(self, invocation: ScarInvocation) -> tuple[str, int]:
+        async with self.db.session_scope() as session:
+            found = (
+                await session.execute(
+                    select(Project.github_repo, Project.github_issue_number)
+                    .join(ScarCommand, ScarCommand.project_id == Project.id)
+                    .where(ScarCommand.conversation_id == invocation.conversation_id)
+                )
+            ).first()
+        if found is None or found[0] is None or found[1] is None:
+            raise ScarCommandFailed(
+                "This project has no GitHub issue to talk to SCAR on. Mention me in an issue "
+                "of the repository first."
+            )
+        return str(found[0]), int(found[1])
+
+    async def _replies(self, repo: str, number: int, after_comment: int) -> list[str]:
+        async with self.db.session_scope() as session:
+            return await scar_replies(session, repo, number, after_comment, self.scar_logins)
+
+
+async def scar_replies(
+    session: AsyncSession, repo: str, number: int, after_comment: int, logins: frozenset[str]
+) -> list[str]:
+    """SCAR's comments on repo#number after our command, oldest first, each edit's last text."""
+    payload = InboundEvent.payload
+    comment_id = cast(payload["comment"]["id"].as_string(), BigInteger)
+    rows = await session.execute(
+        select(comment_id, payload["comment"]["body"].as_string())
+        .where(
+            # The serial key is the repository: the index narrows the search to it.
+            InboundEvent.serial_key == f"github:{repo.lower()}",
+            InboundEvent.source == EventSource.GITHUB,
+            InboundEvent.event_type == "issue_comment",
+            cast(payload["issue"]["number"].as_string(), Integer) == number,
+            func.lower(payload["comment"]["user"]["login"].as_string()).in_(sorted(logins)),
+            comment_id > after_comment,
+        )
+        .order_by(comment_id, InboundEvent.id)
+    )
+    latest: dict[int, str] = {}
+    for cid, body in rows:
+        latest[int(cid)] = body or ""
+    return [latest[cid] for cid in sorted(latest)]

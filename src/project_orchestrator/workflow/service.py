@@ -1,0 +1,567 @@
+"""Applying the workflow's transitions to runs, phases and gates.
+
+Every change to a project's runs starts by locking the project row, so a decision, a
+SCAR result and a /cancel arriving together are applied one after the other, whichever
+worker holds them. Services only flush; the job or request that called them commits,
+together with any step job they queued.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
+from project_orchestrator.errors import ConflictError, ForbiddenError, NotFoundError
+from project_orchestrator.projects.models import Project
+from project_orchestrator.projects.service import Actor, lock_project, may_decide
+from project_orchestrator.queue.enqueue import enqueue_step_job
+from project_orchestrator.queue.jobs import StepJob
+from project_orchestrator.vision.models import VisionDocument
+from project_orchestrator.workflow import machine
+from project_orchestrator.workflow.models import (
+    ACTIVE_RUN_STATUSES,
+    ApprovalGate,
+    GateKind,
+    GateStatus,
+    Phase,
+    PhaseStatus,
+    RunKind,
+    RunStatus,
+    WorkflowPhase,
+    WorkflowRun,
+)
+
+_NOTHING_RUNNING = "Nothing is being built right now. Start with `/build <what you want>`."
+
+
+class NotAllowed(ForbiddenError):
+    pass
+
+
+@dataclass(frozen=True)
+class Decision:
+    gate: ApprovalGate
+    run: WorkflowRun
+    approved: bool
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Workflow:
+    audit: AuditLog
+
+    # --- reading --------------------------------------------------------------------
+
+    async def active_run(self, session: AsyncSession, project_id: uuid.UUID) -> WorkflowRun | None:
+        return (
+            await session.execute(
+                select(WorkflowRun).where(
+                    WorkflowRun.project_id == project_id,
+                    WorkflowRun.status.in_(ACTIVE_RUN_STATUSES),
+                )
+            )
+        ).scalar_one_or_none()
+
+    async def pending_gate(self, session: AsyncSession, run_id: uuid.UUID) -> ApprovalGate | None:
+        return (
+            await session.execute(
+                select(ApprovalGate).where(
+                    ApprovalGate.run_id == run_id, ApprovalGate.status == GateStatus.PENDING
+                )
+            )
+        ).scalar_one_or_none()
+
+    async def latest_attempt(
+        self, session: AsyncSession, run_id: uuid.UUID, phase: Phase
+    ) -> WorkflowPhase | None:
+        return (
+            await session.execute(
+                select(WorkflowPhase)
+                .where(WorkflowPhase.run_id == run_id, WorkflowPhase.phase == phase)
+                .order_by(WorkflowPhase.attempt.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+
+    async def vision_approved(self, session: AsyncSession, project_id: uuid.UUID) -> bool:
+        found = await session.execute(
+            select(ApprovalGate.id)
+            .join(WorkflowRun, WorkflowRun.id == ApprovalGate.run_id)
+            .where(
+                WorkflowRun.project_id == project_id,
+                ApprovalGate.kind == GateKind.VISION,
+                ApprovalGate.status == GateStatus.APPROVED,
+            )
+            .limit(1)
+        )
+        return found.scalar_one_or_none() is not None
+
+    # --- starting -------------------------------------------------------------------
+
+    async def start_run(
+        self, session: AsyncSession, project: Project, actor: Actor, feature: str
+    ) -> WorkflowRun:
+        """A run for `feature`; the project's first run begins with its vision."""
+        feature = " ".join(feature.split())
+        if not feature:
+            raise ConflictError("Tell me what to build, for example `/build a page to sign up`.")
+        await lock_project(session, project.id)
+        current = await self.active_run(session, project.id)
+        if current is not None:
+            raise ConflictError(
+                f"Run #{current.number} is still in progress ({current.feature_request}). "
+                "Finish it, or `/cancel` it, before starting another."
+            )
+        kind = (
+            RunKind.FEATURE if await self.vision_approved(session, project.id) else RunKind.INITIAL
+        )
+        number = (
+            await session.execute(
+                select(func.coalesce(func.max(WorkflowRun.number), 0)).where(
+                    WorkflowRun.project_id == project.id
+                )
+            )
+        ).scalar_one() + 1
+        run = WorkflowRun(
+            project_id=project.id,
+            number=number,
+            kind=kind,
+            feature_request=feature[:4000],
+            status=RunStatus.RUNNING,
+            started_by_id=actor.identity.id,
+        )
+        session.add(run)
+        await session.flush()
+        self.audit.record(
+            AuditAction.WORKFLOW_STARTED,
+            user_id=actor.audit_id,
+            project_id=project.id,
+            details={"run": number, "kind": kind.value, "feature": run.feature_request},
+        )
+        await self._start_phase(session, run, machine.first_phase(kind), feedback=None)
+        return run
+
+    async def _start_phase(
+        self, session: AsyncSession, run: WorkflowRun, phase: Phase, *, feedback: str | None
+    ) -> WorkflowPhase:
+        previous = await self.latest_attempt(session, run.id, phase)
+        attempt = WorkflowPhase(
+            run_id=run.id,
+            phase=phase,
+            attempt=1 if previous is None else previous.attempt + 1,
+            feedback=feedback,
+            status=PhaseStatus.RUNNING if phase is Phase.VISION else PhaseStatus.PENDING,
+            started_at=_now() if phase is Phase.VISION else None,
+        )
+        session.add(attempt)
+        run.current_phase = phase
+        run.status = RunStatus.RUNNING
+        await session.flush()
+        if phase in machine.AUTOMATIC_PHASES or phase is Phase.MERGE:
+            await enqueue_step_job(session, StepJob(str(attempt.id)))
+        return attempt
+
+    # --- gates ----------------------------------------------------------------------
+
+    async def open_vision_gate(
+        self, session: AsyncSession, project: Project, actor: Actor, vision: VisionDocument
+    ) -> ApprovalGate:
+        """Ask for approval of this version of the vision (starting the first run if needed)."""
+        await lock_project(session, project.id)
+        run = await self.active_run(session, project.id)
+        if run is None:
+            run = await self.start_run(
+                session, project, actor, "The first version described in the vision"
+            )
+        if run.current_phase is not Phase.VISION or run.status is RunStatus.ON_HOLD:
+            raise ConflictError("The vision was already approved for this run.")
+        version = f"vision:{vision.content_hash}"
+        pending = await self.pending_gate(session, run.id)
+        if pending is not None and pending.artifact_version == version:
+            return pending
+        if pending is not None:
+            pending.status = GateStatus.VOIDED
+            await session.flush()
+        phase = await self.latest_attempt(session, run.id, Phase.VISION)
+        return await self._open_gate(
+            session,
+            run,
+            GateKind.VISION,
+            version,
+            phase_id=phase.id if phase else None,
+            summary=f"Vision version {vision.version}",
+            user_id=actor.audit_id,
+        )
+
+    async def _open_gate(
+        self,
+        session: AsyncSession,
+        run: WorkflowRun,
+        kind: GateKind,
+        version: str,
+        *,
+        phase_id: uuid.UUID | None,
+        summary: str,
+        user_id: str | None,
+    ) -> ApprovalGate:
+        gate = ApprovalGate(
+            run_id=run.id,
+            phase_id=phase_id,
+            kind=kind,
+            artifact_version=version[:128],
+            summary=summary[:4000],
+        )
+        session.add(gate)
+        run.status = RunStatus.AWAITING_APPROVAL
+        await session.flush()
+        self.audit.record(
+            AuditAction.APPROVAL_REQUESTED,
+            user_id=user_id,
+            project_id=run.project_id,
+            details={"run": run.number, "gate": kind.value, "artifact": gate.artifact_version},
+        )
+        return gate
+
+    async def decide(
+        self,
+        session: AsyncSession,
+        project: Project,
+        actor: Actor,
+        *,
+        approve: bool,
+        feedback: str | None = None,
+    ) -> Decision:
+        """Approve or reject the pending gate, as its owner or an allowed approver only."""
+        await lock_project(session, project.id)
+        if not await may_decide(session, project, actor.identity.id):
+            self.audit.record(
+                AuditAction.UNAUTHORIZED_ACCESS,
+                result=AuditResult.DENIED,
+                user_id=actor.audit_id,
+                project_id=project.id,
+                details={"attempted": "approve" if approve else "reject"},
+            )
+            raise NotAllowed("Only the project's owner or its approvers can decide this step.")
+        run = await self.active_run(session, project.id)
+        if run is None:
+            raise NotFoundError(_NOTHING_RUNNING)
+        if run.status is RunStatus.ON_HOLD:
+            raise ConflictError("This build is on hold. Say `/resume` first, then decide.")
+        gate = await self.pending_gate(session, run.id)
+        if gate is None:
+            raise NotFoundError("Nothing is waiting for your decision right now.")
+        if not approve and not (feedback or "").strip():
+            raise ConflictError("Tell me what to change: `/reject <what should be different>`.")
+        if gate.kind is GateKind.VISION and not await self._vision_current(session, run, gate):
+            gate.status = GateStatus.VOIDED
+            await session.flush()
+            raise ConflictError(
+                "The vision changed after I asked, so that approval would be for an old "
+                "version. Let me show you the new one first."
+            )
+        gate.status = GateStatus.APPROVED if approve else GateStatus.REJECTED
+        gate.decided_by_id = actor.identity.id
+        gate.decided_at = _now()
+        gate.decided_via = actor.channel
+        gate.feedback = (feedback or "").strip()[:4000] or None
+        await session.flush()
+        self.audit.record(
+            AuditAction.APPROVAL_GRANTED if approve else AuditAction.APPROVAL_REJECTED,
+            user_id=actor.audit_id,
+            project_id=project.id,
+            details={
+                "run": run.number,
+                "gate": gate.kind.value,
+                "artifact": gate.artifact_version,
+                "feedback": gate.feedback,
+                "via": actor.channel.value,
+            },
+        )
+        if approve:
+            await self._after_approval(session, run, gate)
+        else:
+            await self._after_rejection(session, run, gate)
+        return Decision(gate=gate, run=run, approved=approve)
+
+    async def _vision_current(
+        self, session: AsyncSession, run: WorkflowRun, gate: ApprovalGate
+    ) -> bool:
+        latest = (
+            await session.execute(
+                select(VisionDocument.content_hash)
+                .where(VisionDocument.project_id == run.project_id)
+                .order_by(VisionDocument.version.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        return latest is not None and gate.artifact_version == f"vision:{latest}"
+
+    async def _after_approval(
+        self, session: AsyncSession, run: WorkflowRun, gate: ApprovalGate
+    ) -> None:
+        failed: Phase | None = None
+        feedback: str | None = None
+        if gate.kind is GateKind.ERROR_RESOLUTION:
+            failed_attempt = await session.get(WorkflowPhase, gate.phase_id)
+            failed = failed_attempt.phase if failed_attempt else run.current_phase
+            feedback = failed_attempt.error if failed_attempt else None
+        elif gate.phase_id is not None:
+            gated = await session.get(WorkflowPhase, gate.phase_id)
+            if gated is not None and gated.phase is Phase.VISION:
+                gated.status = PhaseStatus.SUCCEEDED
+                gated.finished_at = _now()
+        if gate.kind is GateKind.MERGE:
+            # The merge phase already exists; approval lets its command run.
+            merge = await self.latest_attempt(session, run.id, Phase.MERGE)
+            if merge is not None and merge.status is PhaseStatus.PENDING:
+                run.status = RunStatus.RUNNING
+                await session.flush()
+                await enqueue_step_job(session, StepJob(str(merge.id)))
+                return
+        step = machine.after_approval(gate.kind, failed)
+        await self._start_phase(session, run, step.phase, feedback=feedback)
+
+    async def _after_rejection(
+        self, session: AsyncSession, run: WorkflowRun, gate: ApprovalGate
+    ) -> None:
+        outcome = machine.after_rejection(gate.kind)
+        if isinstance(outcome, machine.StartPhase):
+            if gate.kind is GateKind.MERGE:
+                merge = await self.latest_attempt(session, run.id, Phase.MERGE)
+                if merge is not None and merge.status is PhaseStatus.PENDING:
+                    merge.status = PhaseStatus.SKIPPED
+            await self._start_phase(session, run, outcome.phase, feedback=gate.feedback)
+        elif isinstance(outcome, machine.HoldRun):
+            run.held_from = RunStatus.RUNNING
+            run.status = RunStatus.ON_HOLD
+        else:
+            vision = await self.latest_attempt(session, run.id, Phase.VISION)
+            if vision is not None:
+                vision.feedback = gate.feedback
+            run.status = RunStatus.RUNNING
+        await session.flush()
+
+    # --- phases finishing -----------------------------------------------------------
+
+    async def phase_succeeded(
+        self, session: AsyncSession, run: WorkflowRun, attempt: WorkflowPhase, output: str
+    ) -> None:
+        attempt.status = PhaseStatus.SUCCEEDED
+        attempt.output = output
+        attempt.finished_at = _now()
+        await session.flush()
+        if run.status is RunStatus.RUNNING:
+            await self._advance(session, run, attempt)
+
+    async def phase_failed(
+        self, session: AsyncSession, run: WorkflowRun, attempt: WorkflowPhase, error: str
+    ) -> None:
+        attempt.status = PhaseStatus.FAILED
+        attempt.error = error[:4000]
+        attempt.finished_at = _now()
+        await session.flush()
+        if run.status is RunStatus.RUNNING:
+            await self._open_error_gate(session, run, attempt)
+
+    async def _open_error_gate(
+        self, session: AsyncSession, run: WorkflowRun, attempt: WorkflowPhase
+    ) -> ApprovalGate:
+        return await self._open_gate(
+            session,
+            run,
+            GateKind.ERROR_RESOLUTION,
+            f"phase:{attempt.id}",
+            phase_id=attempt.id,
+            summary=attempt.error or "The step failed.",
+            user_id=None,
+        )
+
+    async def _advance(
+        self, session: AsyncSession, run: WorkflowRun, attempt: WorkflowPhase
+    ) -> None:
+        step = machine.after_success(attempt.phase)
+        if isinstance(step, machine.StartPhase):
+            await self._start_phase(session, run, step.phase, feedback=None)
+        elif isinstance(step, machine.OpenGate):
+            await self._open_gate_after(session, run, attempt, step.kind)
+        else:
+            run.status = RunStatus.COMPLETED
+            run.current_phase = Phase.MERGE
+            run.finished_at = _now()
+            await session.flush()
+
+    async def _open_gate_after(
+        self, session: AsyncSession, run: WorkflowRun, attempt: WorkflowPhase, kind: GateKind
+    ) -> None:
+        if kind is GateKind.PLAN:
+            await self._open_gate(
+                session,
+                run,
+                kind,
+                machine.artifact_version("plan", attempt.output or ""),
+                phase_id=attempt.id,
+                summary=attempt.output or "",
+                user_id=None,
+            )
+            return
+        if kind is GateKind.MERGE:
+            merge = WorkflowPhase(
+                run_id=run.id,
+                phase=Phase.MERGE,
+                attempt=await self._next_attempt_number(session, run.id, Phase.MERGE),
+            )
+            session.add(merge)
+            run.current_phase = Phase.MERGE
+            await session.flush()
+            await self._open_gate(
+                session,
+                run,
+                kind,
+                self.merge_artifact(run),
+                phase_id=merge.id,
+                summary=attempt.output or "",
+                user_id=None,
+            )
+            return
+        raise ValueError(f"no gate of kind {kind} follows a phase")
+
+    @staticmethod
+    def merge_artifact(run: WorkflowRun) -> str:
+        if run.pr_head_sha:
+            return f"sha:{run.pr_head_sha}"
+        return f"pr:{run.pr_number or 'none'}:{run.branch or ''}"
+
+    async def _next_attempt_number(
+        self, session: AsyncSession, run_id: uuid.UUID, phase: Phase
+    ) -> int:
+        previous = await self.latest_attempt(session, run_id, phase)
+        return 1 if previous is None else previous.attempt + 1
+
+    # --- hold, resume, cancel -------------------------------------------------------
+
+    async def hold(self, session: AsyncSession, project: Project, actor: Actor) -> WorkflowRun:
+        run = await self._run_to_change(session, project, actor, "hold")
+        if not machine.can_hold(run.status):
+            raise ConflictError("This build is already on hold. Say `/resume` to continue.")
+        run.held_from = run.status
+        run.status = RunStatus.ON_HOLD
+        await session.flush()
+        self._audit_run(AuditAction.WORKFLOW_HELD, actor, run)
+        return run
+
+    async def resume(self, session: AsyncSession, project: Project, actor: Actor) -> WorkflowRun:
+        """Continue where the run stopped, including work that finished while it was held."""
+        run = await self._run_to_change(session, project, actor, "resume")
+        if run.status is not RunStatus.ON_HOLD:
+            raise ConflictError("This build is not on hold.")
+        # Back to running; reconcile finds the gate (if one still waits) or the next step.
+        run.status = RunStatus.RUNNING
+        run.held_from = None
+        await session.flush()
+        self._audit_run(AuditAction.WORKFLOW_RESUMED, actor, run)
+        await self.reconcile(session, run)
+        return run
+
+    async def reconcile(self, session: AsyncSession, run: WorkflowRun) -> None:
+        """Make sure a running run has something under way: a queued step or a gate."""
+        if run.status is not RunStatus.RUNNING or run.current_phase is None:
+            return
+        if await self.pending_gate(session, run.id) is not None:
+            run.status = RunStatus.AWAITING_APPROVAL
+            await session.flush()
+            return
+        attempt = await self.latest_attempt(session, run.id, run.current_phase)
+        if attempt is None:
+            return
+        if attempt.status is PhaseStatus.SUCCEEDED:
+            await self._advance(session, run, attempt)
+        elif attempt.status is PhaseStatus.FAILED:
+            await self._open_error_gate(session, run, attempt)
+        elif attempt.status is PhaseStatus.SKIPPED and attempt.phase is Phase.MERGE:
+            # Its approval was voided by new code while the run was held: validate again.
+            await self._start_phase(session, run, Phase.VALIDATE, feedback=None)
+        elif attempt.status in (PhaseStatus.PENDING, PhaseStatus.RUNNING) and (
+            attempt.phase in machine.AUTOMATIC_PHASES or attempt.phase is Phase.MERGE
+        ):
+            await enqueue_step_job(session, StepJob(str(attempt.id)))
+
+    async def cancel(self, session: AsyncSession, project: Project, actor: Actor) -> WorkflowRun:
+        run = await self._run_to_change(session, project, actor, "cancel")
+        run.status = RunStatus.CANCELLED
+        run.held_from = None
+        run.finished_at = _now()
+        gate = await self.pending_gate(session, run.id)
+        if gate is not None:
+            gate.status = GateStatus.EXPIRED
+        unfinished = await session.execute(
+            select(WorkflowPhase).where(
+                WorkflowPhase.run_id == run.id,
+                WorkflowPhase.status.in_((PhaseStatus.PENDING, PhaseStatus.RUNNING)),
+            )
+        )
+        for attempt in unfinished.scalars():
+            attempt.status = PhaseStatus.CANCELLED
+            attempt.finished_at = _now()
+        await session.flush()
+        self._audit_run(AuditAction.WORKFLOW_CANCELLED, actor, run)
+        return run
+
+    async def _run_to_change(
+        self, session: AsyncSession, project: Project, actor: Actor, what: str
+    ) -> WorkflowRun:
+        await lock_project(session, project.id)
+        if not await may_decide(session, project, actor.identity.id):
+            self.audit.record(
+                AuditAction.UNAUTHORIZED_ACCESS,
+                result=AuditResult.DENIED,
+                user_id=actor.audit_id,
+                project_id=project.id,
+                details={"attempted": what},
+            )
+            raise NotAllowed(f"Only the project's owner or its approvers can {what} a build.")
+        run = await self.active_run(session, project.id)
+        if run is None:
+            raise NotFoundError(_NOTHING_RUNNING)
+        return run
+
+    def _audit_run(self, action: AuditAction, actor: Actor, run: WorkflowRun) -> None:
+        self.audit.record(
+            action,
+            user_id=actor.audit_id,
+            project_id=run.project_id,
+            details={"run": run.number, "phase": run.current_phase, "via": actor.channel.value},
+        )
+
+    # --- artifacts changing ---------------------------------------------------------
+
+    async def pull_request_moved(
+        self, session: AsyncSession, project: Project, pr_number: int, head_sha: str | None
+    ) -> list[ApprovalGate]:
+        """A new PR head voids a pending merge approval; the new code is validated again."""
+        await lock_project(session, project.id)
+        run = await self.active_run(session, project.id)
+        if run is None or run.pr_number != pr_number or head_sha is None:
+            return []
+        if run.pr_head_sha == head_sha:
+            return []
+        run.pr_head_sha = head_sha
+        gate = await self.pending_gate(session, run.id)
+        if gate is None or gate.kind is not GateKind.MERGE:
+            await session.flush()
+            return []
+        gate.status = GateStatus.VOIDED
+        merge = await self.latest_attempt(session, run.id, Phase.MERGE)
+        if merge is not None and merge.status is PhaseStatus.PENDING:
+            merge.status = PhaseStatus.SKIPPED
+        await session.flush()
+        if run.status is RunStatus.AWAITING_APPROVAL:
+            await self._start_phase(session, run, Phase.VALIDATE, feedback=None)
+        return [gate]

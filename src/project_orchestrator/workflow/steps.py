@@ -1,0 +1,367 @@
+"""The job that runs one phase attempt's SCAR command and moves the run on.
+
+Three steps, so no transaction stays open while SCAR works (minutes, sometimes an hour):
+prepare (lock, check the run still wants this, store the command), run SCAR, finish
+(lock, store the output, apply the transition, queue the next step). A job that runs
+again finds the command stored under the same key and the same conversation, so SCAR
+is never asked twice; a job that finds the work done only re-announces it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from project_orchestrator import metrics
+from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
+from project_orchestrator.channels.base import Notifier
+from project_orchestrator.db.engine import Database
+from project_orchestrator.logging import get_logger
+from project_orchestrator.projects.models import Project
+from project_orchestrator.projects.service import lock_project
+from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus, ScarTransport
+from project_orchestrator.scar.parsing import parse_artifacts
+from project_orchestrator.scar.protocol import (
+    ScarClient,
+    ScarError,
+    ScarInvocation,
+    ScarOutput,
+    ScarTimedOut,
+    ScarUnavailable,
+)
+from project_orchestrator.workflow import machine
+from project_orchestrator.workflow.models import (
+    ApprovalGate,
+    GateKind,
+    GateStatus,
+    Phase,
+    PhaseStatus,
+    RunStatus,
+    WorkflowPhase,
+    WorkflowRun,
+)
+from project_orchestrator.workflow.notices import announce
+from project_orchestrator.workflow.service import Workflow
+
+log = get_logger(__name__)
+
+
+class GateNotPassed(RuntimeError):
+    """A code-changing command without the approval that covers it: a bug, never run."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    run_id: uuid.UUID
+    command_id: uuid.UUID
+    invocation: ScarInvocation
+
+
+def web_url(api_url: str) -> str:
+    """github.com for the public API; the host of a GitHub Enterprise API otherwise."""
+    base = api_url.rstrip("/")
+    if base == "https://api.github.com":
+        return "https://github.com"
+    return base.removesuffix("/api/v3")
+
+
+@dataclass
+class StepRunner:
+    db: Database
+    workflow: Workflow
+    scar: ScarClient
+    notifier: Notifier
+    audit: AuditLog
+    transport: ScarTransport
+    github_web_url: str = "https://github.com"
+
+    async def run(self, phase_id: uuid.UUID, *, last_attempt: bool) -> None:
+        prepared = await self._prepare(phase_id)
+        if prepared is None:
+            await self._announce_phase(phase_id)
+            return
+        await self._announce(prepared.run_id)
+        started = time.monotonic()
+        try:
+            output: ScarOutput | None = await self.scar.run(prepared.invocation)
+            error: ScarError | None = None
+        except ScarUnavailable as exc:
+            if not last_attempt:
+                log.warning("scar.unavailable_retrying", phase_id=str(phase_id))
+                raise  # the queue retries with backoff; the same conversation resumes
+            output, error = None, exc
+        except ScarError as exc:
+            output, error = None, exc
+        metrics.scar_command_duration_seconds.labels(prepared.invocation.command).observe(
+            time.monotonic() - started
+        )
+        await self._finish(phase_id, prepared, output, error)
+        await self._announce(prepared.run_id)
+
+    # --- prepare --------------------------------------------------------------------
+
+    async def _prepare(self, phase_id: uuid.UUID) -> _Prepared | None:
+        async with self.db.session_scope() as session:
+            attempt = await session.get(WorkflowPhase, phase_id)
+            if attempt is None:
+                return None
+            run = await session.get(WorkflowRun, attempt.run_id)
+            if run is None:
+                return None
+            project = await lock_project(session, run.project_id)
+            await session.refresh(run)
+            await session.refresh(attempt)
+            if attempt.status is PhaseStatus.PENDING and run.status is not RunStatus.RUNNING:
+                return None  # held or ended before it began; /resume queues it again
+            if attempt.status not in (PhaseStatus.PENDING, PhaseStatus.RUNNING):
+                return None
+            try:
+                step = await self._step_for(session, run, attempt)
+                await self._check_covered(session, run, step)
+            except ValueError as exc:
+                await self.workflow.phase_failed(session, run, attempt, str(exc))
+                return None
+            command = await self._command_for(session, project, run, attempt, step)
+            attempt.status = PhaseStatus.RUNNING
+            attempt.started_at = attempt.started_at or datetime.now(UTC)
+            if attempt.phase is Phase.EXECUTE and run.branch is None:
+                run.branch = machine.branch_name(run.feature_request, run.number)
+            await session.flush()
+            repo = project.github_repo or ""
+            return _Prepared(
+                run_id=run.id,
+                command_id=command.id,
+                invocation=ScarInvocation(
+                    conversation_id=command.conversation_id or f"po-{attempt.id}",
+                    repo=repo,
+                    repo_url=f"{self.github_web_url}/{repo}",
+                    command=step.command,
+                    args=step.args,
+                ),
+            )
+
+    async def _step_for(
+        self, session: AsyncSession, run: WorkflowRun, attempt: WorkflowPhase
+    ) -> machine.ScarStep:
+        project = await session.get(Project, run.project_id)
+        if project is None or not project.github_repo:
+            raise ValueError(
+                "This project has no GitHub repository yet, so SCAR has nothing to work on. "
+                "Link one, then approve to try again."
+            )
+        plan = await self.workflow.latest_attempt(session, run.id, Phase.PLAN)
+        return machine.scar_step(
+            attempt.phase,
+            feature=run.feature_request,
+            feedback=attempt.feedback,
+            plan_output=plan.output if plan is not None else None,
+            branch=run.branch or machine.branch_name(run.feature_request, run.number),
+            pr_number=run.pr_number,
+        )
+
+    async def _check_covered(
+        self, session: AsyncSession, run: WorkflowRun, step: machine.ScarStep
+    ) -> None:
+        """Code changes only after the approval that covers them, checked here in code."""
+        if step.command not in machine.CODE_CHANGING_COMMANDS:
+            return
+        needed = GateKind.PLAN if step.command == "execute-github" else GateKind.MERGE
+        latest = (
+            await session.execute(
+                select(ApprovalGate)
+                .where(ApprovalGate.run_id == run.id, ApprovalGate.kind == needed)
+                .order_by(ApprovalGate.created_at.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        if latest is None or latest.status is not GateStatus.APPROVED:
+            raise GateNotPassed(f"{step.command} without an approved {needed.value} gate")
+
+    async def _command_for(
+        self,
+        session: AsyncSession,
+        project: Project,
+        run: WorkflowRun,
+        attempt: WorkflowPhase,
+        step: machine.ScarStep,
+    ) -> ScarCommand:
+        key = f"phase:{attempt.id}"
+        command = (
+            await session.execute(select(ScarCommand).where(ScarCommand.idempotency_key == key))
+        ).scalar_one_or_none()
+        if command is None:
+            command = ScarCommand(
+                project_id=project.id,
+                run_id=run.id,
+                phase_id=attempt.id,
+                idempotency_key=key,
+                transport=self.transport,
+                command=step.command,
+                args=step.args,
+                conversation_id=f"po-{attempt.id}",
+                status=ScarCommandStatus.RUNNING,
+                started_at=datetime.now(UTC),
+            )
+            session.add(command)
+            await session.flush()
+            log.info("scar.command_started", command=step.command, phase=attempt.phase.value)
+        return command
+
+    # --- finish ---------------------------------------------------------------------
+
+    async def _finish(
+        self,
+        phase_id: uuid.UUID,
+        prepared: _Prepared,
+        output: ScarOutput | None,
+        error: ScarError | None,
+    ) -> None:
+        async with self.db.session_scope() as session:
+            run = await session.get(WorkflowRun, prepared.run_id)
+            if run is None:
+                return  # the project was deleted meanwhile
+            await lock_project(session, run.project_id)
+            await session.refresh(run)
+            attempt = await session.get(WorkflowPhase, phase_id, populate_existing=True)
+            command = await session.get(ScarCommand, prepared.command_id, populate_existing=True)
+            if attempt is None or command is None:
+                return
+            if command.status is not ScarCommandStatus.RUNNING:
+                return  # another run of this job finished it
+            self._record(command, output, error)
+            if attempt.status is not PhaseStatus.RUNNING:
+                return  # cancelled while SCAR worked: keep the output, change nothing
+            if error is not None:
+                await self.workflow.phase_failed(session, run, attempt, _explain(attempt, error))
+                return
+            text = output.text if output is not None else ""
+            problem = self._apply_artifacts(run, attempt, command)
+            if (
+                problem is None
+                and attempt.phase is Phase.VALIDATE
+                and machine.validation_failed(text)
+            ):
+                problem = f"The checks did not pass:\n\n{text}"
+            if problem is not None:
+                await self.workflow.phase_failed(session, run, attempt, problem)
+            else:
+                await self.workflow.phase_succeeded(session, run, attempt, text)
+
+    def _record(
+        self, command: ScarCommand, output: ScarOutput | None, error: ScarError | None
+    ) -> None:
+        finished = datetime.now(UTC)
+        command.finished_at = finished
+        started = command.started_at or finished
+        command.duration_seconds = max(0.0, (finished - started).total_seconds())
+        if error is None and output is not None:
+            command.status = ScarCommandStatus.SUCCEEDED
+            command.output = output.text
+            found = parse_artifacts(output.text)
+            command.branch, command.pr_url, command.pr_number = (
+                found.branch,
+                found.pr_url,
+                found.pr_number,
+            )
+        else:
+            timed_out = isinstance(error, ScarTimedOut)
+            command.status = ScarCommandStatus.TIMED_OUT if timed_out else ScarCommandStatus.FAILED
+            command.error = str(error)[:4000]
+        self.audit.record(
+            AuditAction.SCAR_COMMAND_EXECUTED,
+            result=AuditResult.SUCCESS if error is None else AuditResult.FAILURE,
+            project_id=command.project_id,
+            details={
+                "command": command.command,
+                "status": command.status.value,
+                "duration_seconds": round(command.duration_seconds, 3),
+                "transport": command.transport.value,
+                "pr_url": command.pr_url,
+                "branch": command.branch,
+            },
+        )
+
+    @staticmethod
+    def _apply_artifacts(
+        run: WorkflowRun, attempt: WorkflowPhase, command: ScarCommand
+    ) -> str | None:
+        if attempt.phase is not Phase.EXECUTE:
+            return None
+        if command.branch:
+            run.branch = command.branch
+        if command.pr_url:
+            if command.pr_number != run.pr_number:
+                run.pr_head_sha = None  # a different pull request: its head is unknown yet
+            run.pr_url, run.pr_number = command.pr_url, command.pr_number
+        if run.pr_number is None:
+            return (
+                "SCAR finished building but did not say which pull request it opened, so "
+                "there is nothing to check or merge yet."
+            )
+        return None
+
+    async def give_up(self, phase_id: uuid.UUID, error: BaseException) -> None:
+        """Out of retries on our side: fail the phase visibly instead of retrying forever."""
+        async with self.db.session_scope() as session:
+            attempt = await session.get(WorkflowPhase, phase_id)
+            if attempt is None:
+                return
+            run = await session.get(WorkflowRun, attempt.run_id)
+            if run is None:
+                return
+            await lock_project(session, run.project_id)
+            await session.refresh(run)
+            await session.refresh(attempt)
+            if attempt.status not in (PhaseStatus.PENDING, PhaseStatus.RUNNING):
+                return
+            await session.execute(
+                update(ScarCommand)
+                .where(
+                    ScarCommand.idempotency_key == f"phase:{attempt.id}",
+                    ScarCommand.status == ScarCommandStatus.RUNNING,
+                )
+                .values(
+                    status=ScarCommandStatus.FAILED,
+                    error=type(error).__name__,
+                    finished_at=datetime.now(UTC),
+                )
+            )
+            await self.workflow.phase_failed(
+                session,
+                run,
+                attempt,
+                "Something went wrong on our side and I stopped this step rather than guess. "
+                "The operators can see the details in the logs.",
+            )
+            run_id = run.id
+        await self._announce(run_id)
+
+    # --- telling --------------------------------------------------------------------
+
+    async def _announce(self, run_id: uuid.UUID) -> None:
+        async with self.db.session_scope() as session:
+            await announce(session, self.notifier, run_id)
+
+    async def _announce_phase(self, phase_id: uuid.UUID) -> None:
+        async with self.db.session_scope() as session:
+            attempt = await session.get(WorkflowPhase, phase_id)
+            if attempt is not None:
+                await announce(session, self.notifier, attempt.run_id)
+
+
+def _explain(attempt: WorkflowPhase, error: ScarError) -> str:
+    what = {
+        Phase.PRIME: "reading the project",
+        Phase.PLAN: "planning",
+        Phase.EXECUTE: "building",
+        Phase.VALIDATE: "checking the change",
+        Phase.MERGE: "merging",
+    }.get(attempt.phase, attempt.phase.value)
+    if isinstance(error, ScarUnavailable):
+        return f"SCAR could not be reached while {what}, even after several tries. ({error})"
+    return f"SCAR stopped while {what}: {error}"

@@ -1,0 +1,191 @@
+"""End to end on GitHub: from an idea in a comment to a merged pull request, and back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from project_orchestrator.db.engine import Database
+from project_orchestrator.projects.models import Project
+from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus
+from project_orchestrator.vision.models import VisionDocument
+from project_orchestrator.workflow.models import Phase, RunStatus
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_http import FakeServer
+from tests.support.fake_scar import FakeScar
+from tests.support.journey import (
+    BRAINSTORM,
+    OWNER,
+    REPO,
+    Journey,
+    journey_settings,
+    script_brainstorm,
+)
+
+
+@pytest.fixture
+def anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
+    fake = FakeAnthropic()
+    with FakeServer(fake.app) as server:
+        yield fake, server.url
+
+
+@pytest.fixture
+def scar() -> Iterator[tuple[FakeScar, str]]:
+    fake = FakeScar()
+    with FakeServer(fake.app) as server:
+        yield fake, server.url
+
+
+@pytest.fixture
+async def journey(
+    tmp_path: Path,
+    database_url: str,
+    db: Database,
+    github: FakeGitHub,
+    anthropic: tuple[FakeAnthropic, str],
+    scar: tuple[FakeScar, str],
+) -> Journey:
+    settings = journey_settings(tmp_path, database_url, github, anthropic[1], scar[1])
+    return Journey(tmp_path, database_url, db, settings, github, anthropic[0], scar[0])
+
+
+async def brainstorm_to_vision_gate(journey: Journey) -> None:
+    script_brainstorm(journey.anthropic)
+    for message in BRAINSTORM:
+        await journey.comment(message)
+
+
+async def test_from_an_idea_to_a_merged_pull_request(journey: Journey) -> None:
+    await brainstorm_to_vision_gate(journey)
+    async with journey.db.session_scope() as session:
+        project = (await session.execute(select(Project))).scalar_one()
+        vision = (await session.execute(select(VisionDocument))).scalar_one()
+    assert project.github_repo == REPO
+    assert project.ai_tokens_used > 0
+    assert "## Key Features" in vision.markdown
+    assert "Have a look" in journey.last_reply()
+    asked = [c for c in journey.bot_comments() if "is this what you want" in c]
+    assert len(asked) == 1
+    assert "A weekly meal plan" in asked[0]
+    assert (await journey.run()).status is RunStatus.AWAITING_APPROVAL
+
+    await journey.comment("@orchestrator /approve")  # the vision
+    run = await journey.run()
+    assert run.status is RunStatus.AWAITING_APPROVAL
+    assert run.current_phase is Phase.PLAN
+    assert [c.split()[1] for c in journey.scar_commands()] == ["prime", "plan-feature-github"]
+    assert any("SCAR has a plan" in c for c in journey.bot_comments())
+
+    await journey.comment("@orchestrator /approve")  # the plan
+    run = await journey.run()
+    assert run.current_phase is Phase.MERGE
+    assert run.pr_url == f"https://github.com/{REPO}/pull/1"
+    assert run.branch is not None
+    assert any("Shall I merge it?" in c for c in journey.bot_comments())
+
+    await journey.comment("@orchestrator /approve")  # the merge
+    run = await journey.run()
+    assert run.status is RunStatus.COMPLETED
+    assert [c.split()[1] for c in journey.scar_commands()] == [
+        "prime",
+        "plan-feature-github",
+        "execute-github",
+        "validate",
+        "merge-pr",
+    ]
+    assert journey.scar_commands()[-1] == "/command-invoke merge-pr 1"
+    assert "Done!" in journey.last_reply()
+    board = journey.board()
+    assert board.count("- [x]") == 6
+    actions = journey.audit_actions()
+    assert actions.count("approval_granted") == 3
+    assert actions.count("scar_command_executed") == 5
+    assert actions.count("project_created") == 1
+    assert "vision_generated" in actions
+    async with journey.db.session_scope() as session:
+        commands = (await session.execute(select(ScarCommand))).scalars().all()
+    assert {c.status for c in commands} == {ScarCommandStatus.SUCCEEDED}
+    assert all(c.duration_seconds is not None for c in commands)
+    assert OWNER
+
+
+async def test_a_rejected_plan_is_planned_again_with_the_feedback(journey: Journey) -> None:
+    await brainstorm_to_vision_gate(journey)
+    await journey.comment("@orchestrator /approve")
+    await journey.comment("@orchestrator /reject Start with the shopping list only")
+    plans = [c for c in journey.scar_commands() if "plan-feature-github" in c]
+    assert len(plans) == 2
+    assert "Start with the shopping list only" in plans[1]
+    plan_questions = [c for c in journey.bot_comments() if "SCAR has a plan" in c]
+    assert len(plan_questions) == 2
+    assert "rejected" not in journey.audit_actions()
+    assert journey.audit_actions().count("approval_rejected") == 1
+
+
+async def test_failed_validation_asks_what_to_do_and_fixing_builds_again(
+    journey: Journey,
+) -> None:
+    journey.scar.script("validate", "2 tests failed ❌: the shopping list is empty")
+    await brainstorm_to_vision_gate(journey)
+    await journey.comment("@orchestrator /approve")
+    await journey.comment("@orchestrator /approve")
+    run = await journey.run()
+    assert run.current_phase is Phase.VALIDATE
+    assert run.status is RunStatus.AWAITING_APPROVAL
+    assert any(
+        "Something went wrong" in c and "2 tests failed" in c for c in journey.bot_comments()
+    )
+    journey.scar.script("validate", "All checks passed ✅")
+    await journey.comment("@orchestrator /approve")  # fix it
+    executes = [c for c in journey.scar_commands() if "execute-github" in c]
+    assert len(executes) == 2
+    assert "2 tests failed" in executes[1]
+    assert (await journey.run()).current_phase is Phase.MERGE
+
+
+async def test_a_scar_timeout_fails_the_phase_with_a_clear_message(journey: Journey) -> None:
+    journey.scar.hang("prime")
+    journey.settings = journey.settings.model_copy(update={"scar_timeout_seconds": 0.5})
+    await brainstorm_to_vision_gate(journey)
+    await journey.comment("@orchestrator /approve")
+    run = await journey.run()
+    assert run.status is RunStatus.AWAITING_APPROVAL
+    assert run.current_phase is Phase.PRIME
+    assert any("did not finish prime" in c for c in journey.bot_comments())
+    async with journey.db.session_scope() as session:
+        command = (await session.execute(select(ScarCommand))).scalar_one()
+    assert command.status is ScarCommandStatus.TIMED_OUT
+
+
+async def test_when_the_ai_is_down_the_person_is_told_and_nothing_is_lost(
+    journey: Journey,
+) -> None:
+    journey.anthropic.down = True
+    await journey.comment("@orchestrator I'd like an app that plans family meals")
+    assert "nothing was lost" in journey.last_reply()
+    journey.anthropic.down = False
+    journey.anthropic.reply_text("Welcome back! Tell me more about the meal planner.")
+    await journey.comment("@orchestrator Are you there?")
+    assert "Welcome back" in journey.last_reply()
+    last_request = journey.anthropic.requests[-1]
+    said = str(last_request["messages"])
+    assert "plans family meals" in said  # the message sent while it was down was kept
+
+
+async def test_an_outsider_cannot_approve(journey: Journey) -> None:
+    await brainstorm_to_vision_gate(journey)
+    await journey.comment("@orchestrator /approve", login="mallory", association="NONE")
+    await journey.comment(
+        "@orchestrator /approve", login="bob", association="COLLABORATOR"
+    )  # a collaborator, but not the project's owner or approver
+    assert (await journey.run()).status is RunStatus.AWAITING_APPROVAL
+    assert journey.scar_commands() == []
+    replies = journey.bot_comments()
+    assert any("only take instructions" in c for c in replies)
+    assert any("Only the project's owner" in c for c in replies)
+    assert journey.audit_actions().count("unauthorized_access") == 2
