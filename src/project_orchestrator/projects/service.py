@@ -29,6 +29,8 @@ class Actor:
 
     @property
     def audit_id(self) -> str:
+        if self.channel is Channel.API:
+            return "api"  # the API key's holder, acting for this identity
         if self.channel is Channel.TELEGRAM and self.identity.telegram_user_id is not None:
             return f"telegram:{self.identity.telegram_user_id}"
         if self.identity.github_login is not None:

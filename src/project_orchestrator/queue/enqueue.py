@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import structlog
 from pgqueuer.queries import Queries
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +36,10 @@ async def enqueue_step_job(session: AsyncSession, job: StepJob) -> None:
     The dedupe key makes a second request for the same phase attempt (a resume racing a
     retry) a no-op instead of a second SCAR command.
     """
+    if job.correlation_id is None:
+        # The request or job that caused this step: its logs and the step's share an id.
+        current = structlog.contextvars.get_contextvars().get("correlation_id")
+        job = StepJob(job.phase_id, current if isinstance(current, str) else None)
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(

@@ -294,7 +294,11 @@ class HttpScarClient:
 
 
 def http_scar_client(settings: Settings) -> HttpScarClient:
-    return HttpScarClient(settings.scar_base_url, timeout_seconds=settings.scar_timeout_seconds)
+    return HttpScarClient(
+        settings.scar_base_url,
+        timeout_seconds=settings.scar_timeout_seconds,
+        poll_interval=settings.scar_poll_interval_seconds,
+    )
 
 
 # --- reading a conversation ----------------------------------------------------------------
