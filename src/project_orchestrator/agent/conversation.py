@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from project_orchestrator import metrics
 from project_orchestrator.agent import prompts
@@ -23,6 +24,7 @@ from project_orchestrator.agent.models import (
     ConversationSummary,
     MessageRole,
 )
+from project_orchestrator.agent.status import record_ai
 from project_orchestrator.agent.tools import TOOLS, ToolContext, call_tool
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.base import Notifier
@@ -92,7 +94,9 @@ class AgentConversation:
             answer, blocks, used = await self._think(session, project, actor)
         except AIUnavailable as exc:
             log.warning("ai.turn_unavailable", project_id=str(project.id), error=str(exc))
+            await record_ai(session, healthy=False, detail=str(exc)[:300])
             return UNAVAILABLE
+        await record_ai(session, healthy=True)
         answer = plain_reply(answer)
         await self._store(
             session, project, MessageRole.ASSISTANT, actor, answer, blocks=blocks, tokens=used.total
@@ -143,12 +147,17 @@ class AgentConversation:
         )
 
     async def _charge(self, session: AsyncSession, project: Project, usage: TokenUsage) -> None:
-        await session.execute(
-            update(Project)
-            .where(Project.id == project.id)
-            .values(ai_tokens_used=Project.ai_tokens_used + usage.total)
-        )
-        project.ai_tokens_used += usage.total
+        # Added in SQL, not in Python: two channels' turns for one project may overlap.
+        total = (
+            await session.execute(
+                update(Project)
+                .where(Project.id == project.id)
+                .values(ai_tokens_used=Project.ai_tokens_used + usage.total)
+                .returning(Project.ai_tokens_used)
+                .execution_options(synchronize_session=False)
+            )
+        ).scalar_one()
+        set_committed_value(project, "ai_tokens_used", total)
 
     async def _context(self, session: AsyncSession, project: Project, summary: str | None) -> str:
         run = await self.workflow.active_run(session, project.id)

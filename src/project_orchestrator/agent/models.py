@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -76,3 +77,20 @@ class ConversationSummary(UUIDPrimaryKey, Timestamps, Base):
         BigInteger, ForeignKey("conversation_messages.id", ondelete="CASCADE")
     )
     summary: Mapped[str] = mapped_column(Text)
+
+
+class ComponentStatus(Base):
+    """The last known state of a dependency, shared by every process through the database.
+
+    The worker sees the AI fail (its circuit breaker opens); the API process answers
+    /health/ai. This row is how the second learns what the first saw.
+    """
+
+    __tablename__ = "component_status"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    healthy: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str | None] = mapped_column(Text)
+    # When the state last changed, and when it was last confirmed.
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from project_orchestrator import SERVICE_NAME
 from project_orchestrator.agent.health import AIReachability, probe_ai
+from project_orchestrator.agent.status import ai_outage
 from project_orchestrator.api.state import AppState, app_state
 from project_orchestrator.db.engine import PROBE_TIMEOUT_SECONDS
 from project_orchestrator.db.migrations import pending_migrations
@@ -50,8 +51,24 @@ async def _ai_status(state: AppState) -> AIReachability:
     if cached is not None and now - cached[0] < AI_STATUS_TTL_SECONDS:
         return cached[1]
     status = await probe_ai(state.settings, state.http)
+    if status.ok:
+        status = await _worker_view_of_ai(state) or status
     state.ai_status_cache = (now, status)
     return status
+
+
+async def _worker_view_of_ai(state: AppState) -> AIReachability | None:
+    """The API may reach the AI while real requests fail (overloaded, rejected): the
+    worker's recent experience, shared through the database, has the last word."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS), state.db.engine.connect() as conn:
+            outage = await ai_outage(conn)
+    except Exception as exc:
+        log.warning("health.ai_status_unreadable", error=_describe_error(exc))
+        return None
+    if outage is None:
+        return None
+    return AIReachability("unreachable", redact_text(f"recent AI requests failed: {outage}"))
 
 
 @router.get("/health")

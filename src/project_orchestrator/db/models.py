@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from project_orchestrator.agent.models import ConversationMessage, ConversationSummary
+from project_orchestrator.agent.models import (
+    ComponentStatus,
+    ConversationMessage,
+    ConversationSummary,
+)
 from project_orchestrator.channels.models import OutboundMessage
 from project_orchestrator.db.base import Base
 from project_orchestrator.events.models import InboundEvent
@@ -27,6 +31,7 @@ __all__ = [
     "ApprovalGate",
     "Base",
     "BrainstormNote",
+    "ComponentStatus",
     "ConversationMessage",
     "ConversationSummary",
     "Identity",

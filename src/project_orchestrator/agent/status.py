@@ -1,0 +1,49 @@
+"""What the worker last saw of the AI, kept in the database for every process's probes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from project_orchestrator.agent.models import ComponentStatus
+
+AI = "ai"
+# A failure nobody has confirmed for this long is old news: the next turn will tell.
+OUTAGE_MEMORY = timedelta(minutes=5)
+
+_RECORD = text(
+    """
+    INSERT INTO component_status (name, healthy, detail, changed_at, updated_at)
+    VALUES (:name, :healthy, :detail, now(), now())
+    ON CONFLICT (name) DO UPDATE SET
+        healthy = EXCLUDED.healthy,
+        detail = EXCLUDED.detail,
+        changed_at = CASE WHEN component_status.healthy = EXCLUDED.healthy
+                          THEN component_status.changed_at ELSE now() END,
+        updated_at = now()
+    WHERE NOT EXCLUDED.healthy OR NOT component_status.healthy
+    """
+)
+
+
+async def record_ai(session: AsyncSession, *, healthy: bool, detail: str | None = None) -> None:
+    """Failures are written every time (to stay fresh); success only ends an outage."""
+    await session.execute(_RECORD, {"name": AI, "healthy": healthy, "detail": detail})
+
+
+async def ai_outage(conn: AsyncConnection | AsyncSession) -> str | None:
+    """Why the AI is failing for the worker right now, or None when it is not."""
+    row = (
+        await conn.execute(
+            select(
+                ComponentStatus.healthy, ComponentStatus.detail, ComponentStatus.updated_at
+            ).where(ComponentStatus.name == AI)
+        )
+    ).first()
+    if row is None or row.healthy:
+        return None
+    if datetime.now(UTC) - row.updated_at > OUTAGE_MEMORY:
+        return None
+    return row.detail or "the AI failed recently"
