@@ -17,6 +17,7 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_http import FakeServer
 from tests.support.fake_scar import FakeScar
+from tests.support.github_payloads import issue_comment
 from tests.support.journey import (
     BRAINSTORM,
     OWNER,
@@ -189,3 +190,13 @@ async def test_an_outsider_cannot_approve(journey: Journey) -> None:
     assert any("only take instructions" in c for c in replies)
     assert any("Only the project's owner" in c for c in replies)
     assert journey.audit_actions().count("unauthorized_access") == 2
+
+
+async def test_an_edited_comment_is_not_a_new_instruction(journey: Journey) -> None:
+    await brainstorm_to_vision_gate(journey)
+    edited = issue_comment("@orchestrator /approve", login=OWNER, action="edited", repo=REPO)
+    replies = len(journey.bot_comments())
+    await journey.comment("", payload=edited)
+    assert (await journey.run()).status is RunStatus.AWAITING_APPROVAL
+    assert len(journey.bot_comments()) == replies
+    assert journey.scar_commands() == []

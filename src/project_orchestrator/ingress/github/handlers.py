@@ -67,7 +67,7 @@ class GitHubEventHandler:
             case "pull_request_review_comment", "created" | "edited":
                 number = payload["pull_request"]["number"]
                 return await self._comment(session, event, payload, number)
-            case "issues", "opened" | "edited":
+            case "issues", "opened":
                 return await self._issue_opened(session, event, payload)
             case "pull_request", "synchronize":
                 await self._pull_request_moved(session, payload)
@@ -105,12 +105,13 @@ class GitHubEventHandler:
             return EventStatus.HANDLED
         if author.get("type") == "Bot" or login.endswith("[bot]"):
             return EventStatus.IGNORED
+        if payload.get("action") == "edited":
+            # An edit is not a new instruction: fixing a typo must not approve twice.
+            return EventStatus.IGNORED
         parsed = parse_comment(comment.get("body") or "", self.settings.github_bot_mention)
         if not parsed.mentioned:
             return EventStatus.IGNORED
         key_base = f"github:{repo.lower()}#{number}:comment:{comment['id']}"
-        if payload.get("action") == "edited":
-            key_base += f":edit:{event.external_id}"
         if not self._allowed(login, comment.get("author_association")):
             self.audit.record(
                 AuditAction.UNAUTHORIZED_ACCESS,
