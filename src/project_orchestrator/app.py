@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -18,7 +18,9 @@ from project_orchestrator.api.fast_path import OrchestratorAPI
 from project_orchestrator.api.middleware import RequestContextMiddleware
 from project_orchestrator.api.state import AppState
 from project_orchestrator.api.v1 import events as v1_events
+from project_orchestrator.api.v1 import projects as v1_projects
 from project_orchestrator.audit import AuditLog
+from project_orchestrator.channels.base import Notifier
 from project_orchestrator.config import Settings, get_settings
 from project_orchestrator.db.embedded import EmbeddedPostgres
 from project_orchestrator.db.engine import Database, create_database
@@ -29,6 +31,7 @@ from project_orchestrator.ingress.client_ip import ClientResolver, IpAllowList, 
 from project_orchestrator.ingress.github import route as github_route
 from project_orchestrator.ingress.github.route import GitHubIngress
 from project_orchestrator.ingress.rate_limit import WebhookRateLimit, build_limiter
+from project_orchestrator.ingress.telegram import route as telegram_route
 from project_orchestrator.logging import get_logger, set_known_secrets
 from project_orchestrator.metrics_gauges import GAUGE_REFRESHERS
 
@@ -66,8 +69,13 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
             audit=audit,
             http=http,
             github_ingress=_github_ingress(settings, writer, audit, app.state.limiter),
+            telegram_ingress=telegram_route.build_ingress(
+                settings, writer, audit, app.state.limiter
+            ),
             gauge_refreshers=list(GAUGE_REFRESHERS),
+            notifier=_api_notifier(settings, db),
         )
+        stop_telegram_polling = _start_telegram_polling(settings, writer)
         worker_stop = asyncio.Event()
         worker = (
             _start_worker(settings, database_url, db, audit, worker_stop) if with_worker else None
@@ -76,6 +84,9 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
         try:
             yield
         finally:
+            if stop_telegram_polling is not None:
+                # An ingress like the webhooks: it stops before the writer and database.
+                await stop_telegram_polling()
             if worker is not None:
                 # Requests have drained by now; the worker finishes the jobs it holds.
                 worker_stop.set()
@@ -100,15 +111,33 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
     app.state.limiter = build_limiter(settings)
     app.include_router(health.router)
     app.include_router(v1_events.router)
+    app.include_router(v1_projects.router)
     github_router = github_route.build_router(_receive_github)
     app.include_router(github_router)
     app.add_fast_path("POST", github_router.routes[0], _receive_github)
+    telegram_router = telegram_route.build_router(telegram_route.receive)
+    app.include_router(telegram_router)
+    app.add_fast_path("POST", telegram_router.routes[0], telegram_route.receive)
     return app
 
 
 async def _receive_github(request: Request) -> Response:
     ingress: GitHubIngress = request.app.state.orchestrator.github_ingress
     return await github_route.receive_delivery(ingress, request)
+
+
+def _start_telegram_polling(
+    settings: Settings, writer: EventWriter
+) -> Callable[[], Awaitable[None]] | None:
+    """TELEGRAM_MODE=polling (development without a public URL): fetch updates ourselves.
+    Returns what stops it."""
+    if settings.telegram_mode != "polling" or settings.telegram_bot_token is None:
+        return None
+    # Imported here: python-telegram-bot costs startup time a process that does not poll
+    # has no use for.
+    from project_orchestrator.ingress.telegram.polling import TelegramPoller
+
+    return TelegramPoller.start(settings, writer).stop
 
 
 def _github_ingress(
@@ -131,6 +160,24 @@ def _github_ingress(
         allow_list=allow_list,
         rate_limit=WebhookRateLimit.from_settings(limiter, settings),
     )
+
+
+def _api_notifier(settings: Settings, db: Database) -> Notifier | None:
+    """How the API tells people about decisions made through it; None without a token."""
+    if settings.github_access_token is None:
+        return None
+    # Imported here, and only with a token: PyGithub and its crypto stack cost memory an
+    # API process without GitHub access has no use for (see `_start_worker`).
+    from project_orchestrator.channels.github import (
+        GitHubChannel,
+        GitHubReplier,
+        PyGithubComments,
+    )
+
+    comments = PyGithubComments.connect(
+        settings.github_api_url, settings.github_access_token.get_secret_value()
+    )
+    return Notifier([GitHubChannel(GitHubReplier(db, comments), settings.github_bot_mention)])
 
 
 async def _orchestrator_error(_: Request, exc: OrchestratorError) -> JSONResponse:

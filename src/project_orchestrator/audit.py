@@ -38,6 +38,7 @@ class AuditAction(StrEnum):
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     UNAUTHORIZED_ACCESS = "unauthorized_access"
     EVENT_REPLAYED = "event_replayed"
+    IDENTITY_LINKED = "identity_linked"
 
 
 class AuditResult(StrEnum):

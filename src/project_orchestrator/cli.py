@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,6 +24,8 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="Inspect and replay inbound events.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+telegram_app = typer.Typer(help="Point Telegram at this service.", no_args_is_help=True)
+app.add_typer(telegram_app, name="telegram")
 
 
 def _load_settings() -> Settings:
@@ -140,6 +143,54 @@ def events_replay(event_id: Annotated[int, typer.Argument(help="Event id")]) -> 
         AuditAction.EVENT_REPLAYED, details={"event_id": event_id, "via": "cli"}
     )
     typer.echo(message)
+
+
+def _telegram(command: Callable[[Settings], Coroutine[Any, Any, list[str]]]) -> None:
+    settings = _load_settings()
+    from project_orchestrator.ingress.telegram.cli import TelegramCommandError
+
+    try:
+        lines = asyncio.run(command(settings))
+    except TelegramCommandError as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(exc.exit_code) from None
+    typer.echo("\n".join(lines))
+
+
+@telegram_app.command("set-webhook")
+def telegram_set_webhook(
+    url: Annotated[str, typer.Argument(help="Public URL of this service's /webhooks/telegram")],
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow http:// (local testing only).")
+    ] = False,
+    drop_pending: Annotated[
+        bool, typer.Option("--drop-pending", help="Discard updates Telegram holds.")
+    ] = False,
+) -> None:
+    """Have Telegram deliver updates to URL, signed with TELEGRAM_WEBHOOK_SECRET."""
+    from project_orchestrator.ingress.telegram.cli import set_webhook
+
+    _telegram(lambda s: set_webhook(s, url, insecure=insecure, drop_pending=drop_pending))
+
+
+@telegram_app.command("delete-webhook")
+def telegram_delete_webhook(
+    drop_pending: Annotated[
+        bool, typer.Option("--drop-pending", help="Discard updates Telegram holds.")
+    ] = False,
+) -> None:
+    """Stop webhook delivery (needed before TELEGRAM_MODE=polling can fetch updates)."""
+    from project_orchestrator.ingress.telegram.cli import delete_webhook
+
+    _telegram(lambda s: delete_webhook(s, drop_pending=drop_pending))
+
+
+@telegram_app.command("webhook-info")
+def telegram_webhook_info() -> None:
+    """Show the webhook Telegram has: URL, pending updates, last delivery error."""
+    from project_orchestrator.ingress.telegram.cli import webhook_info
+
+    _telegram(webhook_info)
 
 
 def main() -> None:

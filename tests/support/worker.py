@@ -44,14 +44,14 @@ async def work_until_idle(
     assert settings.database_url is not None
     audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
     stop = asyncio.Event()
-    worker = asyncio.create_task(
-        run_worker(settings.database_url, build_workload(settings, db, audit), stop, options)
-    )
+    workload = build_workload(settings, db, audit)
+    worker = asyncio.create_task(run_worker(settings.database_url, workload, stop, options))
     try:
         await wait_until_idle(db, [worker], limit_seconds)
     finally:
         stop.set()
         await worker
+        await workload.aclose()
 
 
 async def wait_until_idle(

@@ -11,9 +11,11 @@ from fastapi import Request
 
 from project_orchestrator.agent.health import AIReachability
 from project_orchestrator.audit import AuditLog
+from project_orchestrator.channels.base import Notifier
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
 from project_orchestrator.ingress.github.route import GitHubIngress
+from project_orchestrator.ingress.telegram.route import TelegramIngress
 from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)
@@ -28,6 +30,10 @@ class AppState:
     http: httpx.AsyncClient
     github_ingress: GitHubIngress
     ai_status_cache: tuple[float, AIReachability] | None = None
+    # Tells people about decisions made through the API; None when no channel is configured.
+    notifier: Notifier | None = None
+    # POST /webhooks/telegram; refuses everything until TELEGRAM_WEBHOOK_SECRET is set.
+    telegram_ingress: TelegramIngress | None = None
     gauge_refreshers: list[Callable[[Database], Awaitable[None]]] = field(default_factory=list)
 
     async def refresh_gauges(self) -> None:

@@ -46,8 +46,12 @@ class ProjectChannel(Protocol):
     async def send(self, to: ProjectAddress, key: str, text: str) -> None:
         """Say `text` once for `key`."""
 
-    async def progress(self, to: ProjectAddress, key: str, text: str) -> None:
-        """The one progress message for `key`, created once and then edited in place."""
+    async def progress(self, to: ProjectAddress, key: str, text: str, *, stage: str) -> None:
+        """The progress message for `key`, created once and then edited in place.
+
+        `stage` names the step the run is in; a channel where old messages scroll out of
+        sight (a chat) starts a new message per stage, a comment thread keeps one.
+        """
 
     async def ask(self, to: ProjectAddress, key: str, question: GateQuestion) -> None:
         """Ask for a decision once for `key` (a channel may add buttons)."""
@@ -63,9 +67,9 @@ class Notifier:
         for channel in self.channels:
             await channel.send(to, key, text)
 
-    async def progress(self, to: ProjectAddress, key: str, text: str) -> None:
+    async def progress(self, to: ProjectAddress, key: str, text: str, *, stage: str) -> None:
         for channel in self.channels:
-            await channel.progress(to, key, text)
+            await channel.progress(to, key, text, stage=stage)
 
     async def ask(self, to: ProjectAddress, key: str, question: GateQuestion) -> None:
         for channel in self.channels:

@@ -217,7 +217,7 @@ class GitHubChannel:
         if to.github_repo and to.github_issue_number:
             await self.replier.reply(to.github_repo, to.github_issue_number, key, text)
 
-    async def progress(self, to: ProjectAddress, key: str, text: str) -> None:
+    async def progress(self, to: ProjectAddress, key: str, text: str, *, stage: str) -> None:
         if to.github_repo and to.github_issue_number:
             await self.replier.upsert(to.github_repo, to.github_issue_number, key, text)
 

@@ -99,6 +99,11 @@ class TelegramChat(Timestamps, Base):
     current_project_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("projects.id", ondelete="SET NULL")
     )
+    # After "Reject" is tapped, the next message from that person is the feedback.
+    awaiting_feedback_gate_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("approval_gates.id", ondelete="SET NULL")
+    )
+    awaiting_feedback_user_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class IdentityLinkCode(UUIDPrimaryKey, Timestamps, Base):

@@ -54,6 +54,34 @@ async def github_identity(session: AsyncSession, login: str) -> Identity:
     return identity
 
 
+async def telegram_identity(
+    session: AsyncSession, user_id: int, display_name: str | None = None
+) -> Identity:
+    """The one identity of a Telegram user, created on first sight."""
+    await session.execute(
+        insert(Identity)
+        .values(telegram_user_id=user_id, display_name=display_name)
+        .on_conflict_do_nothing(index_elements=["telegram_user_id"])
+    )
+    return (
+        await session.execute(select(Identity).where(Identity.telegram_user_id == user_id))
+    ).scalar_one()
+
+
+async def projects_of(session: AsyncSession, identity_id: uuid.UUID) -> list[Project]:
+    """Projects the person owns or may decide for, oldest first."""
+    member = select(ProjectMember.project_id).where(ProjectMember.identity_id == identity_id)
+    return list(
+        (
+            await session.execute(
+                select(Project)
+                .where((Project.owner_id == identity_id) | Project.id.in_(member))
+                .order_by(Project.created_at)
+            )
+        ).scalars()
+    )
+
+
 async def _identity_by_login(session: AsyncSession, login: str) -> Identity | None:
     return (
         await session.execute(

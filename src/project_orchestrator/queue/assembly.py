@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from project_orchestrator.agent.conversation import AgentConversation
 from project_orchestrator.agent.llm import build_gateway
 from project_orchestrator.audit import AuditLog
-from project_orchestrator.channels.base import Notifier
+from project_orchestrator.channels.base import Notifier, ProjectChannel
 from project_orchestrator.channels.github import (
     GitHubChannel,
     GitHubComments,
     GitHubReplier,
     PyGithubComments,
 )
+from project_orchestrator.channels.telegram import TelegramChannel, TelegramSender
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database, create_database
 from project_orchestrator.events.models import EventSource
 from project_orchestrator.events.processor import EventProcessor, SourceHandler
 from project_orchestrator.ingress.github.handlers import GitHubEventHandler
+from project_orchestrator.ingress.telegram.bot import build_bot
+from project_orchestrator.ingress.telegram.desk import TelegramDesk
+from project_orchestrator.ingress.telegram.handlers import TelegramEventHandler
 from project_orchestrator.logging import get_logger
 from project_orchestrator.queue.worker import (
     WorkerOptions,
@@ -68,7 +74,12 @@ def github_comments(settings: Settings) -> GitHubComments:
 def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workload:
     """Every client built once, for the life of the worker."""
     replier = GitHubReplier(db, github_comments(settings))
-    notifier = Notifier([GitHubChannel(replier, settings.github_bot_mention)])
+    channels: list[ProjectChannel] = [GitHubChannel(replier, settings.github_bot_mention)]
+    telegram = None
+    if settings.telegram_bot_token is not None:
+        telegram = TelegramChannel(db, TelegramSender(build_bot(settings)))
+        channels.append(telegram)
+    notifier = Notifier(channels)
     workflow = Workflow(audit)
     conversation = AgentConversation(
         gateway=build_gateway(settings),
@@ -77,21 +88,40 @@ def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workloa
         audit=audit,
         max_tokens_per_project=settings.ai_max_tokens_per_project,
     )
+    desk = CommandDesk(workflow, notifier)
     handlers: dict[EventSource, SourceHandler] = {
         EventSource.GITHUB: GitHubEventHandler(
-            settings, replier, audit, workflow, CommandDesk(workflow, notifier), conversation
+            settings, replier, audit, workflow, desk, conversation
         ),
     }
+    telegram_handler = None
+    if telegram is not None:
+        telegram_handler = TelegramEventHandler(
+            telegram.sender.bot,
+            TelegramDesk(settings, audit, desk, conversation, telegram),
+        )
+        handlers[EventSource.TELEGRAM] = telegram_handler
+    scar = scar_client(settings, db, replier)
     steps = StepRunner(
         db=db,
         workflow=workflow,
-        scar=scar_client(settings, db, replier),
+        scar=scar,
         notifier=notifier,
         audit=audit,
         transport=ScarTransport(settings.scar_transport),
         github_web_url=web_url(settings.github_api_url),
     )
-    return Workload(processor=EventProcessor(db, handlers), steps=steps)
+    closers: list[Callable[[], Awaitable[None]]] = [
+        c.aclose for c in (scar, conversation.gateway) if isinstance(c, _Closable)
+    ]
+    if telegram_handler is not None:
+        closers.append(telegram_handler.aclose)
+    return Workload(processor=EventProcessor(db, handlers), steps=steps, closers=closers)
+
+
+@runtime_checkable
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
 
 
 def scar_client(settings: Settings, db: Database, replier: GitHubReplier) -> ScarClient:

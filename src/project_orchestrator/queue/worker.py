@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
@@ -66,6 +66,15 @@ class Workload:
 
     processor: EventProcessor
     steps: StepRunner
+    # Clients to close when the worker is done (HTTP connection pools).
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            try:
+                await close()
+            except Exception as exc:  # closing is best effort; the process is ending
+                log.warning("worker.client_close_failed", error=type(exc).__name__)
 
 
 async def run_event_job(processor: EventProcessor, job: Job) -> None:
@@ -178,6 +187,15 @@ async def run_worker_supervised(
     is gone and the queue manager stops. Nothing is lost (jobs stay in the table), but
     nothing would run either, so the worker comes back by itself, like the probes do.
     """
+    try:
+        await _supervise(database_url, workload, stop, options)
+    finally:
+        await workload.aclose()
+
+
+async def _supervise(
+    database_url: str, workload: Workload, stop: asyncio.Event, options: WorkerOptions | None
+) -> None:
     failures = 0
     while not stop.is_set():
         try:

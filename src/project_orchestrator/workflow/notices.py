@@ -160,7 +160,9 @@ async def announce(session: AsyncSession, notifier: Notifier, run_id: uuid.UUID)
         )
     ).scalar_one_or_none()
     to = ProjectAddress.of(project)
-    await notifier.progress(to, board_key(run.id), render_board(run, attempts, gate))
+    current = [a for a in attempts if a.phase is run.current_phase]
+    stage = f"{run.current_phase}:{max((a.attempt for a in current), default=0)}"
+    await notifier.progress(to, board_key(run.id), render_board(run, attempts, gate), stage=stage)
     if gate is not None:
         vision = None
         if gate.kind is GateKind.VISION:

@@ -20,7 +20,8 @@ from project_orchestrator.events.replay import UnknownEvent, replay_event
 router = APIRouter(
     prefix="/api/v1/events", tags=["events"], dependencies=[Depends(require_api_key)]
 )
-Session = Annotated[AsyncSession, Depends(db_session)]
+# scope="function": commit before the response goes out, so a 2xx means it is stored.
+Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
 class EventSummary(BaseModel):

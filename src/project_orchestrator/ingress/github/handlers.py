@@ -12,9 +12,11 @@ from project_orchestrator.agent.protocol import Conversation
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
 from project_orchestrator.channels.github import GitHubReplier
 from project_orchestrator.config import Settings
+from project_orchestrator.errors import OrchestratorError
 from project_orchestrator.events.models import EventStatus, InboundEvent
 from project_orchestrator.ingress.github.commands import ParsedComment, parse_comment
 from project_orchestrator.logging import get_logger
+from project_orchestrator.projects.linking import finish_link
 from project_orchestrator.projects.lookup import project_for_repo, status_text
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import Actor, create_project, github_identity
@@ -129,9 +131,9 @@ class GitHubEventHandler:
             )
             return EventStatus.HANDLED
         project = await project_for_repo(session, repo)
-        wants_only_info = all(c.name in ("help", "status") for c in parsed.commands) and not (
-            parsed.message
-        )
+        wants_only_info = all(
+            c.name in ("help", "status", "link") for c in parsed.commands
+        ) and not (parsed.message)
         if project is None and not wants_only_info:
             project = await self._start_project(session, repo, number, login)
         elif project is not None and project.github_issue_number is None:
@@ -150,6 +152,8 @@ class GitHubEventHandler:
         for command in parsed.commands:
             if command.name == "help":
                 answers.append(HELP_TEXT)
+            elif command.name == "link":
+                answers.append(await self._link(session, login, command.argument))
             elif project is None or actor is None:
                 answers.append(await status_text(session, None))
             else:
@@ -162,6 +166,18 @@ class GitHubEventHandler:
         if not answers:
             answers.append(HELP_TEXT)
         return answers
+
+    async def _link(self, session: AsyncSession, login: str, code: str) -> str:
+        """The GitHub half of /link: the code proves this login is that Telegram user."""
+        try:
+            async with session.begin_nested():
+                await finish_link(session, self.audit, login, code)
+        except OrchestratorError as exc:
+            return exc.message
+        return (
+            f"Linked! @{login} and your Telegram account are now one person here: "
+            "decisions on either count as yours."
+        )
 
     async def _start_project(
         self, session: AsyncSession, repo: str, number: int, login: str

@@ -1,0 +1,230 @@
+"""End to end on Telegram: from "hi" to a merged pull request with buttons, and mixed channels."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import select
+
+from project_orchestrator.app import create_app
+from project_orchestrator.db.engine import Database
+from project_orchestrator.projects.models import Identity, Project
+from project_orchestrator.workflow.models import Phase, RunStatus
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_http import FakeServer
+from tests.support.fake_scar import FakeScar
+from tests.support.fake_telegram import FakeTelegram, callback_update, text_update
+from tests.support.journey import (
+    BRAINSTORM,
+    REPO,
+    Journey,
+    journey_settings,
+    script_brainstorm,
+    tool_use,
+)
+
+CHAT = 4242
+USER = 111
+STRANGER = 999
+TG_SECRET = "tg-secret-token-123"
+_update_ids = itertools.count(1)
+
+
+@pytest.fixture
+def telegram() -> Iterator[tuple[FakeTelegram, str]]:
+    fake = FakeTelegram()
+    with FakeServer(fake.app) as server:
+        yield fake, server.url
+
+
+@pytest.fixture
+def anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
+    fake = FakeAnthropic()
+    with FakeServer(fake.app) as server:
+        yield fake, server.url
+
+
+@pytest.fixture
+def scar() -> Iterator[tuple[FakeScar, str]]:
+    fake = FakeScar()
+    with FakeServer(fake.app) as server:
+        yield fake, server.url
+
+
+class Chat(Journey):
+    """The journey, driven from a Telegram chat through `POST /webhooks/telegram`."""
+
+    telegram: FakeTelegram
+
+    async def send(self, text: str, *, user: int = USER) -> None:
+        await self._deliver(text_update(next(_update_ids), CHAT, user, text))
+
+    async def tap(self, data: str, message_id: int, *, user: int = USER) -> None:
+        await self._deliver(
+            callback_update(next(_update_ids), CHAT, user, data, message_id=message_id)
+        )
+
+    async def _deliver(self, update: dict[str, Any]) -> None:
+        app = create_app(self.settings)
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                response = await client.post(
+                    "/webhooks/telegram",
+                    json=update,
+                    headers={"X-Telegram-Bot-Api-Secret-Token": TG_SECRET},
+                )
+        assert response.status_code == 200, response.text
+        await self.work()
+
+    def said(self) -> list[dict[str, Any]]:
+        return self.telegram.messages(CHAT)
+
+    def last(self) -> str:
+        return str(self.said()[-1]["plain"])
+
+    def question(self) -> dict[str, Any]:
+        """The newest message with Approve / Reject buttons."""
+        asked = [m for m in self.said() if m.get("reply_markup")]
+        assert asked, (
+            f"no question with buttons was asked: {[m['plain'][:60] for m in self.said()]}"
+        )
+        return asked[-1]
+
+    def button(self, message: dict[str, Any], label: str) -> str:
+        rows = message["reply_markup"]["inline_keyboard"]
+        for row in rows:
+            for button in row:
+                if label in button["text"]:
+                    return str(button["callback_data"])
+        raise AssertionError(f"no {label} button")
+
+
+@pytest.fixture
+def chat(
+    tmp_path: Path,
+    database_url: str,
+    db: Database,
+    github: FakeGitHub,
+    anthropic: tuple[FakeAnthropic, str],
+    scar: tuple[FakeScar, str],
+    telegram: tuple[FakeTelegram, str],
+) -> Chat:
+    settings = journey_settings(
+        tmp_path,
+        database_url,
+        github,
+        anthropic[1],
+        scar[1],
+        telegram_bot_token="123456:TEST-token",
+        telegram_api_base_url=telegram[1],
+        telegram_webhook_secret=TG_SECRET,
+        TELEGRAM_MODE="webhook",
+        telegram_allowed_user_ids=[USER],
+    )
+    journey = Chat(tmp_path, database_url, db, settings, github, anthropic[0], scar[0])
+    journey.telegram = telegram[0]
+    return journey
+
+
+async def brainstorm_on_telegram(chat: Chat) -> None:
+    await chat.send("/start")
+    assert "/new" in chat.last()
+    await chat.send("/new Meal planner")
+    chat.anthropic.reply([tool_use("link_github_repo", {"repo": REPO})], "tool_use")
+    chat.anthropic.reply_text("Linked it. Tell me about the idea!")
+    await chat.send(f"The code lives in {REPO}")
+    script_brainstorm(chat.anthropic)
+    for message in BRAINSTORM:
+        await chat.send(message.removeprefix("@orchestrator "))
+
+
+async def test_from_hi_to_a_merged_pull_request_with_buttons(chat: Chat) -> None:
+    await brainstorm_on_telegram(chat)
+    vision = chat.question()
+    assert "is this what you want" in vision["plain"]
+    assert "A weekly meal plan" in vision["plain"]
+    assert chat.telegram.chat_actions, "typing was shown while the agent thought"
+
+    await chat.tap(chat.button(vision, "Approve"), vision["message_id"])
+    assert chat.telegram.callback_answers, "the tap was answered"
+    plan = chat.question()
+    assert "SCAR has a plan" in plan["plain"]
+
+    await chat.tap(chat.button(plan, "Reject"), plan["message_id"])
+    assert "What should change" in chat.last()
+    await chat.send("Start with the shopping list only")
+    plans = [c for c in chat.scar_commands() if "plan-feature-github" in c]
+    assert len(plans) == 2
+    assert "shopping list only" in plans[1]
+
+    # A second tap on the first plan's buttons: that question is already decided.
+    answers = len(chat.telegram.callback_answers)
+    await chat.tap(chat.button(plan, "Approve"), plan["message_id"])
+    assert "Already decided" in chat.telegram.callback_answers[answers]["text"]
+
+    new_plan = chat.question()
+    await chat.tap(chat.button(new_plan, "Approve"), new_plan["message_id"])
+    merge = chat.question()
+    assert "Shall I merge it?" in merge["plain"]
+    await chat.tap(chat.button(merge, "Approve"), merge["message_id"])
+    run = await chat.run()
+    assert run.status is RunStatus.COMPLETED
+    assert any("Done!" in m["plain"] for m in chat.said())
+    progress = [m for m in chat.said() if "Build #1" in m["plain"]]
+    assert progress
+    assert any(m["edits"] > 0 for m in progress), "progress is edited in place"
+    assert len(progress) <= 8, "one progress message per phase, not a flood"
+
+
+async def test_a_stranger_gets_one_refusal(chat: Chat) -> None:
+    await chat.send("/start", user=STRANGER)
+    await chat.send("hello?", user=STRANGER)
+    refusals = [m for m in chat.said() if "this bot is private" in m["plain"]]
+    assert len(refusals) == 1
+    assert chat.audit_actions().count("unauthorized_access") == 2
+
+
+async def test_second_start_never_duplicates_and_the_project_survives(chat: Chat) -> None:
+    await chat.send("/start")
+    await chat.send("/new Meal planner")
+    await chat.send("/start")
+    await chat.send("/new meal planner")
+    async with chat.db.session_scope() as session:
+        projects = (await session.execute(select(Project))).scalars().all()
+    assert [p.name for p in projects] == ["Meal planner"]
+    assert "(current)" in chat.said()[-2]["plain"] or "already have" in chat.last()
+    chat.anthropic.reply_text("Still here, still on the meal planner.")
+    await chat.send("Where were we?")  # a fresh app and worker: the choice was stored
+    assert "meal planner" in chat.last().lower()
+    assert "Name: Meal planner" in chat.anthropic.requests[-1]["system"][1]["text"]
+
+
+async def test_start_on_telegram_and_approve_the_plan_on_github(chat: Chat) -> None:
+    await brainstorm_on_telegram(chat)
+    await chat.send("/link ada")
+    code = re.search(r"LINK-[A-Z0-9]{8}", chat.last())
+    assert code is not None
+    await chat.comment(f"@orchestrator /link {code.group(0)}", login="ada")
+    assert "Linked!" in chat.last_reply()
+    async with chat.db.session_scope() as session:
+        people = (await session.execute(select(Identity))).scalars().all()
+    assert [(p.telegram_user_id, p.github_login) for p in people] == [(USER, "ada")]
+
+    vision = chat.question()
+    await chat.tap(chat.button(vision, "Approve"), vision["message_id"])
+    assert (await chat.run()).current_phase is Phase.PLAN
+    await chat.comment("@orchestrator /approve", login="ada")  # the plan, from GitHub
+    run = await chat.run()
+    assert run.current_phase is Phase.MERGE
+    assert chat.audit_actions().count("approval_granted") == 2
+    merge = chat.question()
+    assert "Shall I merge it?" in merge["plain"]  # the next question comes to Telegram too
