@@ -372,13 +372,6 @@ async def test_an_answer_scar_edits_later_is_read_in_its_last_version(journey: J
 
 
 @pytest.mark.parametrize("timeout_seconds", [0.5])
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: the GitHub transport takes any SCAR comment after its own as the answer, so "
-        "SCAR's late answer to a timed-out command is read as the answer to the next one"
-    ),
-)
 async def test_a_late_answer_to_a_timed_out_command_is_not_taken_for_the_next_one(
     journey: Journey,
 ) -> None:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from project_orchestrator.config import Settings
-from project_orchestrator.scar.http_transport import HttpScarClient, _duration, http_scar_client
+from project_orchestrator.scar.http_transport import HttpScarClient, http_scar_client
 from project_orchestrator.scar.protocol import (
     ScarCommandFailed,
     ScarInvocation,
@@ -236,7 +236,10 @@ async def test_a_hanging_command_times_out(fake: FakeScar, server: FakeServer) -
     [(1800.0, "30 minutes"), (60.0, "1 minute"), (90.0, "2 minutes"), (1.0, "1 second")],
 )
 async def test_timeouts_are_told_in_plain_units(seconds: float, said: str) -> None:
-    assert _duration(seconds) == said
+    assert (
+        str(ScarTimedOut.after("validate", seconds))
+        == f"SCAR did not finish validate within {said}."
+    )
 
 
 async def test_connection_refused_is_unavailable() -> None:

@@ -364,13 +364,6 @@ async def test_scar_away_fails_the_step_after_the_retries_and_approve_tries_agai
     assert journey.audit_actions().count("approval_granted") == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: the step's failure message quotes SCAR's internal base URL and the exception "
-        "class (ConnectError) in the question posted on the GitHub issue"
-    ),
-)
 async def test_an_unreachable_scar_is_not_named_by_its_address_on_the_issue(
     journey: Journey,
 ) -> None:

@@ -2,7 +2,10 @@
 
 SCAR's replies reach us as ordinary webhook deliveries, already stored durably by the
 ingress. So the command's output is read straight from the stored events: comments by
-SCAR on the project's issue posted after our command (GitHub comment ids only grow).
+SCAR on the project's issue (GitHub comment ids only grow). SCAR works through one
+issue's commands one at a time, in order, so its results are matched to our commands in
+order too: a late answer to a command that timed out belongs to that command, not to the
+one posted after it.
 Nothing is kept in memory, so a worker that dies while waiting loses nothing: the next
 attempt finds our comment by its key (never posting it twice) and reads on.
 """
@@ -11,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from sqlalchemy import BigInteger, Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.channels.github import GitHubReplier
+from project_orchestrator.channels.models import OutboundMessage
 from project_orchestrator.db.engine import Database
 from project_orchestrator.events.models import EventSource, InboundEvent
 from project_orchestrator.logging import get_logger
@@ -54,8 +59,7 @@ class GitHubScarClient:
         log.info("scar.sent", transport="github", command=invocation.command, comment=comment_id)
         deadline = time.monotonic() + self.timeout_seconds
         while True:
-            replies = await self._replies(repo, number, comment_id)
-            results = [r for r in replies if not is_progress(r)]
+            results = await self._results(repo, number, comment_id)
             if results:
                 for message in results:
                     reason = failure_reason(message)
@@ -63,11 +67,7 @@ class GitHubScarClient:
                         raise ScarCommandFailed(reason)
                 return ScarOutput(text="\n\n".join(results), messages=tuple(results))
             if time.monotonic() >= deadline:
-                minutes = max(1, round(self.timeout_seconds / 60))
-                raise ScarTimedOut(
-                    f"SCAR did not finish {invocation.command} within {minutes} minute"
-                    f"{'s' if minutes != 1 else ''}."
-                )
+                raise ScarTimedOut.after(invocation.command, self.timeout_seconds)
             await asyncio.sleep(self.poll_interval)
 
     async def _thread_of(self, invocation: ScarInvocation) -> tuple[str, int]:
@@ -86,15 +86,40 @@ class GitHubScarClient:
             )
         return str(found[0]), int(found[1])
 
-    async def _replies(self, repo: str, number: int, after_comment: int) -> list[str]:
+    async def _results(self, repo: str, number: int, command_comment: int) -> list[str]:
+        """SCAR's result for our command: the first result not taken by an earlier command."""
         async with self.db.session_scope() as session:
-            return await scar_replies(session, repo, number, after_comment, self.scar_logins)
+            ours = await _command_comments(session, repo, number)
+            first = min([command_comment, *ours])
+            replies = await scar_replies(session, repo, number, first - 1, self.scar_logins)
+        waiting: deque[int] = deque()
+        timeline = sorted([(cid, None) for cid in {*ours, command_comment}] + list(replies.items()))
+        for cid, body in timeline:
+            if body is None:
+                waiting.append(cid)
+            elif not is_progress(body) and waiting:
+                answered = waiting.popleft()  # this result completes the oldest command
+                if answered == command_comment:
+                    return [body]
+        return []
+
+
+async def _command_comments(session: AsyncSession, repo: str, number: int) -> list[int]:
+    """Our `@scar` command comments on repo#number (their replies' keys start with scar:)."""
+    rows = await session.execute(
+        select(OutboundMessage.external_id).where(
+            OutboundMessage.idempotency_key.startswith("scar:"),
+            OutboundMessage.target == f"{repo}#{number}",
+            OutboundMessage.external_id.is_not(None),
+        )
+    )
+    return [int(value) for value in rows.scalars() if value and value.isdigit()]
 
 
 async def scar_replies(
     session: AsyncSession, repo: str, number: int, after_comment: int, logins: frozenset[str]
-) -> list[str]:
-    """SCAR's comments on repo#number after our command, oldest first, each edit's last text."""
+) -> dict[int, str]:
+    """SCAR's comments on repo#number after `after_comment` by id, each edit's last text."""
     payload = InboundEvent.payload
     comment_id = cast(payload["comment"]["id"].as_string(), BigInteger)
     rows = await session.execute(
@@ -113,4 +138,4 @@ async def scar_replies(
     latest: dict[int, str] = {}
     for cid, body in rows:
         latest[int(cid)] = body or ""
-    return [latest[cid] for cid in sorted(latest)]
+    return latest

@@ -220,10 +220,7 @@ class HttpScarClient:
     async def _pause(self, invocation: ScarInvocation, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ScarTimedOut(
-                f"SCAR did not finish {invocation.command} within "
-                f"{_duration(self._timeout_seconds)}."
-            )
+            raise ScarTimedOut.after(invocation.command, self._timeout_seconds)
         await asyncio.sleep(min(self._poll_interval, remaining))
 
     # --- SCAR's routes --------------------------------------------------------------------
@@ -388,10 +385,3 @@ def _error_text(response: httpx.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return str(body["error"])
     return f"HTTP {response.status_code}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 60:
-        minutes = round(seconds / 60)
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
-    return f"{seconds:g} second{'s' if seconds != 1 else ''}"

@@ -52,6 +52,17 @@ class ScarCommandFailed(ScarError):
 class ScarTimedOut(ScarError):
     """SCAR was still working when the time allowed for the command ran out."""
 
+    @classmethod
+    def after(cls, command: str, seconds: float) -> ScarTimedOut:
+        return cls(f"SCAR did not finish {command} within {_duration(seconds)}.")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60:
+        minutes = round(seconds / 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
+
 
 class ScarUnavailable(ScarError):
     """SCAR could not be reached or answered nonsense: worth retrying later."""

@@ -363,5 +363,10 @@ def _explain(attempt: WorkflowPhase, error: ScarError) -> str:
         Phase.MERGE: "merging",
     }.get(attempt.phase, attempt.phase.value)
     if isinstance(error, ScarUnavailable):
-        return f"SCAR could not be reached while {what}, even after several tries. ({error})"
+        # The detail (SCAR's address, the exception) is for operators: logs, not the issue.
+        log.warning("scar.gave_up_unreachable", phase=attempt.phase.value, error=str(error))
+        return (
+            f"SCAR could not be reached while {what}, even after several tries. The "
+            "operators can see why in the logs; once SCAR is back, approve to try again."
+        )
     return f"SCAR stopped while {what}: {error}"
