@@ -246,3 +246,19 @@ async def test_health_ai_reports_what_the_worker_saw(
     async with db.session_scope() as session:
         await record_ai(session, healthy=True)
     assert (await probe())["status"] == "healthy"
+
+
+async def test_holding_in_words_uses_the_same_service_and_its_rules(setup: Setup) -> None:
+    run = await setup.agent.workflow.start_run(setup.session, setup.project, setup.actor, "x")
+    setup.fake.reply([tool_use("hold_build")], "tool_use")
+    setup.fake.reply_text("Paused.")
+    assert await setup.say("Please pause everything") == "Paused."
+    assert run.status.value == "on_hold"
+    outsider = Actor(await github_identity(setup.session, "mallory"), Channel.GITHUB)
+    setup.fake.reply([tool_use("resume_build")], "tool_use")
+    setup.fake.reply_text("I can't.")
+    await setup.agent.respond(setup.session, setup.project, outsider, "resume it")
+    result = setup.fake.requests[-1]["messages"][-1]["content"][0]
+    assert result["is_error"] is True
+    assert "owner" in result["content"]
+    assert run.status.value == "on_hold"

@@ -23,6 +23,8 @@ generate_vision and then request_approval so the person can review it.
 /reject with what to change.
 - When the person asks for something new to be built after the vision is approved, call \
 start_feature_run with a one-sentence description.
+- When the person asks in words to pause, continue or stop the build, use hold_build,
+resume_build or cancel_build (confirm first before cancelling).
 - Use get_project_status and read_scar_output to answer questions about progress.
 """
 

@@ -1,7 +1,8 @@
 """The agent's tools: thin wrappers over the services.
 
-Who is asking comes from the job (`ToolContext.actor`), never from the model's arguments.
-No tool decides a gate, and none runs SCAR: starting a run only queues the workflow's own
+Who is asking comes from the job (`ToolContext.actor`), never from the model's arguments,
+and the services check that person's rights exactly as for a typed command. No tool
+decides a gate, and none runs SCAR: starting a run only queues the workflow's own
 read-only first step, and code changes wait for the person's approvals.
 """
 
@@ -166,6 +167,24 @@ async def _start_run(ctx: ToolContext, args: dict[str, Any]) -> str:
     return f"Started build #{run.number} ({run.kind.value})."
 
 
+async def _hold(ctx: ToolContext, _: dict[str, Any]) -> str:
+    run = await ctx.workflow.hold(ctx.session, ctx.project, ctx.actor)
+    await announce(ctx.session, ctx.notifier, run.id)
+    return f"Build #{run.number} is on hold."
+
+
+async def _resume(ctx: ToolContext, _: dict[str, Any]) -> str:
+    run = await ctx.workflow.resume(ctx.session, ctx.project, ctx.actor)
+    await announce(ctx.session, ctx.notifier, run.id)
+    return f"Build #{run.number} continues."
+
+
+async def _cancel(ctx: ToolContext, _: dict[str, Any]) -> str:
+    run = await ctx.workflow.cancel(ctx.session, ctx.project, ctx.actor)
+    await announce(ctx.session, ctx.notifier, run.id)
+    return f"Build #{run.number} is cancelled."
+
+
 async def _scar_output(ctx: ToolContext, args: dict[str, Any]) -> str:
     limit = max(1, min(int(args.get("limit") or 3), 10))
     rows = (
@@ -233,6 +252,19 @@ TOOLS: tuple[Tool, ...] = (
         "Start building something the person asked for.",
         _object({"feature": {"type": "string"}}, ["feature"]),
         _start_run,
+    ),
+    Tool(
+        "hold_build",
+        "Pause the current build when the person asks to (they resume it later).",
+        _object(),
+        _hold,
+    ),
+    Tool("resume_build", "Continue a paused build when the person asks to.", _object(), _resume),
+    Tool(
+        "cancel_build",
+        "Stop the current build for good, only when the person clearly asks to.",
+        _object(),
+        _cancel,
     ),
     Tool(
         "read_scar_output",
