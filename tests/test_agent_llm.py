@@ -22,6 +22,7 @@ from project_orchestrator.agent.llm import (
 from project_orchestrator.config import Settings
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_http import FakeServer, unused_tcp_url
+from tests.support.logs import RecordingLogger
 
 KEY = "sk-ant-secret-key-0123456789"
 MODEL = "claude-sonnet-4-6"
@@ -43,22 +44,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-class RecordingLogger:
-    """Stands in for the module's structlog logger: what was logged, at which level."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def __getattr__(self, level: str) -> Any:
-        def log(event: str, **fields: Any) -> None:
-            self.records.append((level, event, fields))
-
-        return log
-
-    def events(self, level: str | None = None) -> list[str]:
-        return [event for lvl, event, _ in self.records if level in (None, lvl)]
 
 
 # --- circuit breaker ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ from project_orchestrator.ingress.telegram.updates import EventStore
 from tests.conftest import make_settings
 from tests.support.fake_http import FakeServer
 from tests.support.fake_telegram import FakeTelegram, callback_update, text_update
+from tests.support.logs import RecordingLogger
 
 TOKEN = "123456:polling-test-token"
 
@@ -287,8 +288,10 @@ async def test_a_webhook_blocks_polling_until_deleted(
     writer: EventWriter,
     db: Database,
     fast_backoff: None,
-    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    logged = RecordingLogger()
+    monkeypatch.setattr(polling, "log", logged)
     await bot.set_webhook("https://bot.example.com/webhooks/telegram")
     fake.push_update(text_update(1, chat_id=555, user_id=777, text="hi"))
     async with polling_loop(bot, writer):
@@ -298,7 +301,9 @@ async def test_a_webhook_blocks_polling_until_deleted(
         await eventually(lambda: 2 in offsets(fake))
     assert await counts(db) == (1, 1)
     # The operator is told what to do about it.
-    assert "orchestrator telegram delete-webhook" in capsys.readouterr().out
+    conflicts = [f for _, e, f in logged.records if e == "telegram.polling.conflict"]
+    assert conflicts
+    assert "orchestrator telegram delete-webhook" in conflicts[0]["hint"]
 
 
 async def test_the_app_polls_in_polling_mode_and_stops_before_the_database(
