@@ -11,12 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 
 from project_orchestrator.db.engine import Database
 from tests.support.cli import COMMAND, clean_environment
 from tests.support.fake_github import FakeGitHub
+from tests.support.fake_http import unused_tcp_url
 from tests.support.github_payloads import issue_comment, signed
 from tests.test_github_webhook import SECRET, URL, webhook_client
 
@@ -24,8 +26,11 @@ pytestmark = pytest.mark.slow
 REPO = "acme/widgets"
 
 
-def _start_worker(tmp_path: Path, database_url: str, github: FakeGitHub) -> subprocess.Popen[str]:
+def _start_worker(
+    tmp_path: Path, database_url: str, github: FakeGitHub, **extra: str
+) -> subprocess.Popen[str]:
     env = {
+        **extra,
         "DATABASE_URL": database_url,
         "GITHUB_ACCESS_TOKEN": "ghp-test-token-123456",
         "GITHUB_API_URL": github.base_url,
@@ -113,3 +118,21 @@ async def test_sigterm_finishes_the_job_in_hand_then_exits_zero(
     assert await _event_status(db) == "handled"
     assert len(github.comments(REPO, 7)) == 1
     assert "worker.draining" in output
+
+
+async def test_a_worker_serves_its_own_metrics(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    port = int(unused_tcp_url().rsplit(":", 1)[1])
+    await _deliver_help(tmp_path, database_url)
+    worker = _start_worker(tmp_path, database_url, github, WORKER_METRICS_PORT=str(port))
+    try:
+        await _wait_for(lambda: len(github.comments(REPO, 7)) == 1)
+        async with httpx.AsyncClient() as client:
+            scraped = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        worker.kill()
+    # What only a worker counts is visible to Prometheus.
+    assert 'jobs_total{job="handle_event",outcome="handled"} 1.0' in scraped

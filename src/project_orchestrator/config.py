@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # A job whose worker sends no heartbeat for this long is taken over by another worker.
     worker_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
     worker_drain_timeout_seconds: float = Field(default=30.0, ge=0)
+    # `orchestrator worker` serves /metrics on this port (0: none), for what only
+    # workers count: jobs, SCAR durations, AI tokens, conversations.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @field_validator(
         "telegram_allowed_user_ids",

@@ -69,5 +69,11 @@ ai_tokens_total = Counter(
 )
 
 
+ai_degraded = Gauge(
+    "ai_degraded",
+    "1 while the AI is unreachable, failing for the workers, or not configured (set at scrape).",
+)
+
+
 def render_latest() -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -16,7 +16,7 @@ from project_orchestrator.api.state import AppState, app_state
 from project_orchestrator.db.engine import PROBE_TIMEOUT_SECONDS
 from project_orchestrator.db.migrations import pending_migrations
 from project_orchestrator.logging import get_logger, redact_text
-from project_orchestrator.metrics import render_latest
+from project_orchestrator.metrics import ai_degraded, render_latest
 
 router = APIRouter(tags=["health"])
 log = get_logger(__name__)
@@ -122,5 +122,7 @@ async def health_ready(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     state = app_state(request)
     await state.refresh_gauges()
+    # The same cached answer as /health/ai, so scraping costs no extra AI probe.
+    ai_degraded.set(0 if (await _ai_status(state)).ok else 1)
     payload, content_type = render_latest()
     return Response(content=payload, media_type=content_type)

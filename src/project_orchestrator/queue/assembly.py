@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from prometheus_client import start_http_server
+
 from project_orchestrator.agent.conversation import AgentConversation
 from project_orchestrator.agent.llm import build_gateway
 from project_orchestrator.audit import AuditLog
@@ -144,6 +146,10 @@ async def worker_main(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if settings.worker_metrics_port:
+        # Worker-only counters live in this process: serve them for Prometheus.
+        start_http_server(settings.worker_metrics_port, addr=settings.host)
+        log.info("worker.metrics_served", port=settings.worker_metrics_port)
     db = create_database(database_url, pool_size=10, max_overflow=5)
     audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
     try:
