@@ -438,6 +438,10 @@ async def check_telegram(settings: Settings, http: httpx.AsyncClient) -> CheckRe
 # --- GitHub ------------------------------------------------------------------------------
 
 
+# Below this many requests left in the hour, replies will soon wait for the reset.
+LOW_GITHUB_QUOTA = 100
+
+
 async def check_github(settings: Settings, http: httpx.AsyncClient) -> CheckResult:
     name = "github"
     token = settings.github_access_token
@@ -503,6 +507,14 @@ async def check_github(settings: Settings, http: httpx.AsyncClient) -> CheckResu
                 f"authenticated as {login}, but the token lacks the repo scope",
                 "give the token the repo scope (or public_repo for public repositories)",
             )
+    remaining = response.headers.get("x-ratelimit-remaining")
+    if remaining is not None and remaining.isdigit() and int(remaining) < LOW_GITHUB_QUOTA:
+        return _warn(
+            name,
+            f"authenticated as {login}, but only {remaining} API requests are left this hour",
+            "replies wait for GitHub's reset; if this is frequent, use a token with a "
+            "larger quota (a GitHub App installation)",
+        )
     return _ok(name, f"authenticated as {login}")
 
 

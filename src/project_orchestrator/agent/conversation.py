@@ -83,6 +83,7 @@ class AgentConversation:
     async def respond(
         self, session: AsyncSession, project: Project, actor: Actor, text: str
     ) -> str:
+        text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
         await self._store(session, project, MessageRole.USER, actor, text, author=True)
         metrics.orchestrator_conversations_total.labels(actor.channel.value).inc()
         if self.gateway is None:

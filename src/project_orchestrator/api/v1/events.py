@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.api.auth import db_session, require_api_key
+from project_orchestrator.api.schemas import MAX_BIGINT, error_responses
 from project_orchestrator.api.state import AppState, app_state
 from project_orchestrator.audit import AuditAction
 from project_orchestrator.errors import NotFoundError
@@ -22,6 +23,7 @@ router = APIRouter(
 )
 # scope="function": commit before the response goes out, so a 2xx means it is stored.
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
+EventId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
 
 
 class EventSummary(BaseModel):
@@ -62,7 +64,7 @@ def _summary(event: InboundEvent) -> dict[str, Any]:
     }
 
 
-@router.get("", response_model=list[EventSummary])
+@router.get("", response_model=list[EventSummary], responses=error_responses())
 async def list_events(
     session: Session,
     failed: Annotated[bool, Query(description="Only events that ran out of attempts")] = False,
@@ -74,17 +76,22 @@ async def list_events(
     return [_summary(e) for e in (await session.execute(query)).scalars()]
 
 
-@router.get("/{event_id}", response_model=EventDetail)
-async def get_event(event_id: int, session: Session) -> dict[str, Any]:
+@router.get("/{event_id}", response_model=EventDetail, responses=error_responses(404))
+async def get_event(event_id: EventId, session: Session) -> dict[str, Any]:
     event = await session.get(InboundEvent, event_id)
     if event is None:
         raise NotFoundError(f"There is no event {event_id}.")
     return {**_summary(event), "headers": event.headers, "payload": event.payload}
 
 
-@router.post("/{event_id}/replay", status_code=202, response_model=ReplayAccepted)
+@router.post(
+    "/{event_id}/replay",
+    status_code=202,
+    response_model=ReplayAccepted,
+    responses=error_responses(404),
+)
 async def replay(
-    event_id: int, session: Session, state: Annotated[AppState, Depends(app_state)]
+    event_id: EventId, session: Session, state: Annotated[AppState, Depends(app_state)]
 ) -> ReplayAccepted:
     try:
         await replay_event(session, event_id)

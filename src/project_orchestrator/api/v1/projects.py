@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.agent.models import Channel
 from project_orchestrator.api.auth import db_session, require_api_key
+from project_orchestrator.api.schemas import MAX_BIGINT, UNREADABLE_BODY, error_responses
 from project_orchestrator.api.state import AppState, app_state
 from project_orchestrator.channels.base import Notifier
 from project_orchestrator.db.engine import Database
@@ -74,9 +75,17 @@ GitHubLogin = Annotated[
         pattern=r"^[A-Za-z0-9](?:-?[A-Za-z0-9])*$",
     ),
 ]
-Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=FEEDBACK_MAX_LENGTH)]
+# PostgreSQL text cannot hold NUL: refuse it here (422) rather than fail on insert.
+_NO_NUL = r"^[^\x00]*$"
+Note = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=FEEDBACK_MAX_LENGTH, pattern=_NO_NUL),
+]
 Feedback = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=FEEDBACK_MAX_LENGTH)
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=FEEDBACK_MAX_LENGTH, pattern=_NO_NUL
+    ),
 ]
 
 
@@ -187,11 +196,6 @@ class DecisionOut(BaseModel):
     run: RunBrief = Field(description="The run after the decision")
 
 
-class ErrorBody(BaseModel):
-    error: str
-    message: str
-
-
 class ApproveBody(BaseModel):
     decided_by: GitHubLogin = Field(
         description="GitHub login of the person the caller decides for: the project's "
@@ -202,10 +206,6 @@ class ApproveBody(BaseModel):
 
 class RejectBody(ApproveBody):
     feedback: Feedback = Field(description="What should change; the next attempt uses it")
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
-    return {code: {"model": ErrorBody} for code in (401, *codes)}
 
 
 # --- reading ------------------------------------------------------------------------
@@ -270,11 +270,11 @@ async def _people(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uuid.
     return {person.id: person for person in found.scalars()}
 
 
-@router.get("", responses=_errors())
+@router.get("", responses=error_responses())
 async def list_projects(
     session: Session,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> list[ProjectSummary]:
     """Projects, newest first, each with its owner and the run in progress."""
     rows = await session.execute(
@@ -295,7 +295,7 @@ async def list_projects(
     return [_summary(project, owner, run) for project, owner, run in rows]
 
 
-@router.get("/{project_id}", responses=_errors(404))
+@router.get("/{project_id}", responses=error_responses(404))
 async def get_project(project_id: uuid.UUID, session: Session) -> ProjectDetail:
     """The project with every run (its phases and gates) and every vision version."""
     found = (
@@ -394,7 +394,7 @@ _NOT_PENDING = {
 @router.post(
     "/{project_id}/gates/{gate_id}/approve",
     response_model=DecisionOut,
-    responses=_errors(403, 404, 409),
+    responses={**error_responses(403, 404, 409), **UNREADABLE_BODY},
 )
 async def approve_gate(
     project_id: uuid.UUID,
@@ -411,7 +411,7 @@ async def approve_gate(
 @router.post(
     "/{project_id}/gates/{gate_id}/reject",
     response_model=DecisionOut,
-    responses=_errors(403, 404, 409),
+    responses={**error_responses(403, 404, 409), **UNREADABLE_BODY},
 )
 async def reject_gate(
     project_id: uuid.UUID,
