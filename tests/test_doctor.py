@@ -34,7 +34,17 @@ GITHUB_TOKEN = "ghp_doctortesttoken0001"
 WEBHOOK_SECRET = "gh-webhook-secret-0001"
 TELEGRAM_SECRET = "tg-webhook-secret-0001"
 API_KEY = "api-key-doctor-0001"
-NAMES = ["config", "database", "migrations", "ai", "telegram", "github", "scar"]
+NAMES = [
+    "config",
+    "database",
+    "migrations",
+    "queue",
+    "rate-limit",
+    "ai",
+    "telegram",
+    "github",
+    "scar",
+]
 
 
 @dataclass

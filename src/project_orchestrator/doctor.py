@@ -609,7 +609,10 @@ def _redact(result: CheckResult, secrets: list[str]) -> CheckResult:
 
 
 async def run_checks(settings: Settings, database_url: str | None = None) -> list[CheckResult]:
-    """Config, database, migrations, ai, telegram, github, scar: always in that order."""
+    """Config, database, migrations, queue, rate-limit, ai, telegram, github, scar: always
+    in that order."""
+    from project_orchestrator.doctor_ops import check_queue, check_rate_limit_storage
+
     url = database_url or settings.database_url
     try:
         config = check_config(settings)
@@ -631,7 +634,16 @@ async def run_checks(settings: Settings, database_url: str | None = None) -> lis
     if password:
         secrets.append(password)
     secrets.sort(key=len, reverse=True)
-    results = [config, database, migrations, ai, telegram, github, scar]
+    if url is None:
+        queue = _warn("queue", "not checked: the embedded database is not running")
+    elif database.status is not CheckStatus.OK:
+        queue = _warn("queue", "not checked: the database is unreachable")
+    elif migrations.status is not CheckStatus.OK:
+        queue = _warn("queue", "not checked: the schema is not at this release's version")
+    else:
+        queue = await _guarded("queue", check_queue(url))
+    rate_limit = await _guarded("rate-limit", check_rate_limit_storage(settings))
+    results = [config, database, migrations, queue, rate_limit, ai, telegram, github, scar]
     return [_redact(r, secrets) for r in results]
 
 
