@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import uuid
@@ -98,6 +99,10 @@ class RestartablePostgres:
         self._pg_ctl(args, pgdata=self.pgdata, user=self._user, timeout=30)
 
     def close(self) -> None:
+        # pgserver's cleanup only knows the first postmaster; after a restart the running
+        # one is ours to stop, or it outlives the test with its data directory deleted.
+        with contextlib.suppress(Exception):
+            self.stop()
         self._server.cleanup()
 
     @property
