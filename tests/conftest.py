@@ -18,8 +18,11 @@ from project_orchestrator.db.migrations import upgrade_to_head
 from project_orchestrator.db.models import metadata
 from project_orchestrator.queue.schema import QUEUE_TABLES
 from tests.support import postgres
+from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_http import FakeServer
+from tests.support.fake_scar import FakeScar
+from tests.support.fake_telegram import FakeTelegram
 
 # Every variable the service reads; the developer's own environment must not leak in.
 _OWN_VARIABLES = set(Settings.model_fields) | {
@@ -96,6 +99,30 @@ def github() -> Iterator[FakeGitHub]:
     with FakeServer(fake.app) as server:
         fake.base_url = server.url  # type: ignore[attr-defined]  # where tests point PyGithub
         yield fake
+
+
+@pytest.fixture
+def anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
+    """A fake Anthropic Messages API and its base URL (for ANTHROPIC_BASE_URL)."""
+    fake = FakeAnthropic()
+    with FakeServer(fake.app) as server:
+        yield fake, server.url
+
+
+@pytest.fixture
+def scar() -> Iterator[tuple[FakeScar, str]]:
+    """A fake of SCAR's HTTP adapter and its base URL (for SCAR_BASE_URL)."""
+    fake = FakeScar()
+    with FakeServer(fake.app) as server:
+        yield fake, server.url
+
+
+@pytest.fixture
+def telegram() -> Iterator[tuple[FakeTelegram, str]]:
+    """A fake Bot API and its base URL (for TELEGRAM_API_BASE_URL)."""
+    fake = FakeTelegram()
+    with FakeServer(fake.app) as server:
+        yield fake, server.url
 
 
 @pytest.fixture

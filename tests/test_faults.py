@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,6 @@ from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus
 from project_orchestrator.workflow.models import Phase, PhaseStatus, RunStatus
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
-from tests.support.fake_http import FakeServer
 from tests.support.fake_scar import FakeScar
 from tests.support.faults import (
     DB_REPOS,
@@ -150,20 +148,6 @@ async def test_two_apis_and_two_workers_on_one_database(
 
 
 # --- 4. the AI and SCAR away, then back -----------------------------------------------------
-
-
-@pytest.fixture
-def anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
-    fake = FakeAnthropic()
-    with FakeServer(fake.app) as server:
-        yield fake, server.url
-
-
-@pytest.fixture
-def scar() -> Iterator[tuple[FakeScar, str]]:
-    fake = FakeScar()
-    with FakeServer(fake.app) as server:
-        yield fake, server.url
 
 
 @pytest.fixture

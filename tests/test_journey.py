@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.workflow.models import Phase, RunStatus
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
-from tests.support.fake_http import FakeServer
 from tests.support.fake_scar import FakeScar
 from tests.support.github_payloads import issue_comment
 from tests.support.journey import (
@@ -26,20 +24,6 @@ from tests.support.journey import (
     journey_settings,
     script_brainstorm,
 )
-
-
-@pytest.fixture
-def anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
-    fake = FakeAnthropic()
-    with FakeServer(fake.app) as server:
-        yield fake, server.url
-
-
-@pytest.fixture
-def scar() -> Iterator[tuple[FakeScar, str]]:
-    fake = FakeScar()
-    with FakeServer(fake.app) as server:
-        yield fake, server.url
 
 
 @pytest.fixture

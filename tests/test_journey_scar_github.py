@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus, Sca
 from project_orchestrator.workflow.models import Phase, PhaseStatus, RunStatus, WorkflowPhase
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
-from tests.support.fake_http import FakeServer, unused_tcp_url
+from tests.support.fake_http import unused_tcp_url
 from tests.support.fake_scar import ACK, NO_CODEBASE, FakeScar
 from tests.support.github_payloads import issue_comment, signed
 from tests.support.journey import (
@@ -56,13 +56,6 @@ HAPPY: dict[str, tuple[str, ...]] = {
     "validate": (ACK, CHECKED),
     "merge-pr": (ACK, MERGED),
 }
-
-
-@pytest.fixture
-def anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
-    fake = FakeAnthropic()
-    with FakeServer(fake.app) as server:
-        yield fake, server.url
 
 
 @pytest.fixture

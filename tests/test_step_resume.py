@@ -64,13 +64,6 @@ class Scar:
 
 
 @pytest.fixture
-def anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
-    fake = FakeAnthropic()
-    with FakeServer(fake.app) as server:
-        yield fake, server.url
-
-
-@pytest.fixture
 def scar() -> Iterator[Scar]:
     fake = FakeScar()
     with FakeServer(fake.app) as server:

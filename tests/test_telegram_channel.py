@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
@@ -19,18 +19,10 @@ from project_orchestrator.channels.telegram import (
 )
 from project_orchestrator.channels.telegram_format import TELEGRAM_LIMIT, split_html, to_html
 from project_orchestrator.db.engine import Database
-from tests.support.fake_http import FakeServer
 from tests.support.fake_telegram import FakeTelegram
 
 CHAT = 77
 TOKEN = "123456:TEST-token"
-
-
-@pytest.fixture
-def telegram() -> Iterator[tuple[FakeTelegram, str]]:
-    fake = FakeTelegram()
-    with FakeServer(fake.app) as server:
-        yield fake, server.url
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from project_orchestrator.projects.models import Identity, Project
 from project_orchestrator.workflow.models import Phase, RunStatus
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
-from tests.support.fake_http import FakeServer
 from tests.support.fake_scar import FakeScar
 from tests.support.fake_telegram import FakeTelegram, callback_update, text_update
 from tests.support.journey import (
@@ -36,27 +34,6 @@ USER = 111
 STRANGER = 999
 TG_SECRET = "tg-secret-token-123"
 _update_ids = itertools.count(1)
-
-
-@pytest.fixture
-def telegram() -> Iterator[tuple[FakeTelegram, str]]:
-    fake = FakeTelegram()
-    with FakeServer(fake.app) as server:
-        yield fake, server.url
-
-
-@pytest.fixture
-def anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
-    fake = FakeAnthropic()
-    with FakeServer(fake.app) as server:
-        yield fake, server.url
-
-
-@pytest.fixture
-def scar() -> Iterator[tuple[FakeScar, str]]:
-    fake = FakeScar()
-    with FakeServer(fake.app) as server:
-        yield fake, server.url
 
 
 class Chat(Journey):
