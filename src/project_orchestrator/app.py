@@ -23,7 +23,7 @@ from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.base import Notifier
 from project_orchestrator.config import Settings, get_settings
 from project_orchestrator.db.embedded import EmbeddedPostgres
-from project_orchestrator.db.engine import Database, create_database
+from project_orchestrator.db.engine import Database, create_database, worker_pool_size
 from project_orchestrator.db.raw import create_pool
 from project_orchestrator.errors import OrchestratorError
 from project_orchestrator.events.writer import EventWriter
@@ -52,10 +52,11 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
             # `uvicorn --factory` and tests that build the app directly.
             embedded = EmbeddedPostgres(settings.data_dir)
             database_url = embedded.start()
+        pool_size = settings.database_pool_size
+        if with_worker:  # the in-process worker's jobs share this pool
+            pool_size += worker_pool_size(settings.worker_concurrency)
         db = create_database(
-            database_url,
-            pool_size=settings.database_pool_size,
-            max_overflow=settings.database_max_overflow,
+            database_url, pool_size=pool_size, max_overflow=settings.database_max_overflow
         )
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
         # min_size=0: the app starts (and reports 503) while the database is down.

@@ -20,17 +20,30 @@ _RECORD = text(
     ON CONFLICT (name) DO UPDATE SET
         healthy = EXCLUDED.healthy,
         detail = EXCLUDED.detail,
-        changed_at = CASE WHEN component_status.healthy = EXCLUDED.healthy
-                          THEN component_status.changed_at ELSE now() END,
+        changed_at = CASE WHEN component_status.healthy
+                          THEN now() ELSE component_status.changed_at END,
         updated_at = now()
-    WHERE NOT EXCLUDED.healthy OR NOT component_status.healthy
+    """
+)
+
+
+# Success touches the row only when it ends an outage. An upsert would lock the row on
+# every turn (even when its WHERE is false) and serialise every project's turns on it.
+_RECOVERED = text(
+    """
+    UPDATE component_status SET healthy = true, detail = NULL, changed_at = now(),
+        updated_at = now()
+    WHERE name = :name AND NOT healthy
     """
 )
 
 
 async def record_ai(session: AsyncSession, *, healthy: bool, detail: str | None = None) -> None:
     """Failures are written every time (to stay fresh); success only ends an outage."""
-    await session.execute(_RECORD, {"name": AI, "healthy": healthy, "detail": detail})
+    if healthy:
+        await session.execute(_RECOVERED, {"name": AI})
+    else:
+        await session.execute(_RECORD, {"name": AI, "healthy": False, "detail": detail})
 
 
 async def ai_outage(conn: AsyncConnection | AsyncSession) -> str | None:

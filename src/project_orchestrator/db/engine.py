@@ -46,6 +46,11 @@ class Database:
         await self.engine.dispose()
 
 
+def worker_pool_size(concurrency: int) -> int:
+    """Connections a worker needs: a job holds its own while its reply takes a second."""
+    return 2 * concurrency + 2
+
+
 def create_database(url: str, *, pool_size: int = 10, max_overflow: int = 5) -> Database:
     engine = create_async_engine(
         url,

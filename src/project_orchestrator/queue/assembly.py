@@ -22,7 +22,7 @@ from project_orchestrator.channels.github import (
 )
 from project_orchestrator.channels.telegram import TelegramChannel, TelegramSender
 from project_orchestrator.config import Settings
-from project_orchestrator.db.engine import Database, create_database
+from project_orchestrator.db.engine import Database, create_database, worker_pool_size
 from project_orchestrator.events.models import EventSource
 from project_orchestrator.events.processor import EventProcessor, SourceHandler
 from project_orchestrator.ingress.github.handlers import GitHubEventHandler
@@ -150,7 +150,11 @@ async def worker_main(
         # Worker-only counters live in this process: serve them for Prometheus.
         start_http_server(settings.worker_metrics_port, addr=settings.host)
         log.info("worker.metrics_served", port=settings.worker_metrics_port)
-    db = create_database(database_url, pool_size=10, max_overflow=5)
+    # Too few connections deadlock: every job holds one and asks for another.
+    pool_size = max(settings.database_pool_size, worker_pool_size(settings.worker_concurrency))
+    db = create_database(
+        database_url, pool_size=pool_size, max_overflow=settings.database_max_overflow
+    )
     audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
     try:
         await run_worker_supervised(
