@@ -100,44 +100,41 @@ class TelegramEventHandler:
             return None
         return Said(update.update_id, chat.id, user)
 
-    async def _command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _message(self, update: Update) -> tuple[_Turn, Said, str] | None:
+        """The turn, the sender and the text of a message from an allowed person.
+
+        Anyone else gets their one refusal here, and None.
+        """
         said = self._said(update)
         message = update.effective_message
         if said is None or message is None or not message.text:
-            return
+            return None
         turn = _current()
         turn.acted = True
         if not self.desk.allowed(said.user):
             await self.desk.refuse(said)
+            return None
+        return turn, said, message.text
+
+    async def _command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if (found := await self._message(update)) is None:
             return
-        name = message.text.split()[0].lstrip("/").split("@")[0].lower()
-        argument = message.text.partition(" ")[2]
-        await self.desk.command(turn.session, said, name, argument)
+        turn, said, text = found
+        name = text.split()[0].lstrip("/").split("@")[0].lower()
+        await self.desk.command(turn.session, said, name, text.partition(" ")[2])
 
     async def _unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        said = self._said(update)
-        message = update.effective_message
-        if said is None or message is None or not message.text:
+        if (found := await self._message(update)) is None:
             return
-        turn = _current()
-        turn.acted = True
-        if not self.desk.allowed(said.user):
-            await self.desk.refuse(said)
-            return
-        name = message.text.split()[0]
+        _, said, text = found
+        name = text.split()[0]
         await self.desk.reply(said, f"I don't know {name}. Send /help to see what I can do.")
 
     async def _text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        said = self._said(update)
-        message = update.effective_message
-        if said is None or message is None or not message.text:
+        if (found := await self._message(update)) is None:
             return
-        turn = _current()
-        turn.acted = True
-        if not self.desk.allowed(said.user):
-            await self.desk.refuse(said)
-            return
-        await self.desk.text(turn.session, said, message.text)
+        turn, said, text = found
+        await self.desk.text(turn.session, said, text)
 
     async def _button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         said = self._said(update)
