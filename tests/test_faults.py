@@ -33,18 +33,17 @@ from tests.support.faults import (
     PATIENT_RETRIES,
     SHARED_REPOS,
     LongLivedWorker,
-    _ai_row,
-    _phases,
-    _sent,
-    _step_jobs,
-    _stored_user_messages,
     add_threads,
+    ai_row,
     check_exactly_once,
     db_restart_scenario,
     drain_in_process,
     eventually,
     help_stream,
+    sent_to_scar,
     shared_database_scenario,
+    step_jobs,
+    stored_user_messages,
     worker_kill_scenario,
 )
 from tests.support.journey import (
@@ -181,7 +180,7 @@ async def test_ai_away_then_back_the_conversation_resumes_with_nothing_lost(
         # Told plainly, once; the message is kept; every process can see the outage.
         assert journey.last_reply().startswith(UNAVAILABLE)
         assert journey.anthropic.request_count > asked_before  # it did try
-        ai = await _ai_row(journey.db)
+        ai = await ai_row(journey.db)
         assert ai is not None
         assert ai[0] is False
 
@@ -197,11 +196,11 @@ async def test_ai_away_then_back_the_conversation_resumes_with_nothing_lost(
     for said in (first, second, third):
         assert said.removeprefix("@orchestrator ") in context
     assert "lovely idea" in context
-    stored = await _stored_user_messages(journey.db)
+    stored = await stored_user_messages(journey.db)
     assert [s.removeprefix("@orchestrator ") for s in (first, second, third)] == [
         s.removeprefix("@orchestrator ") for s in stored
     ]
-    ai = await _ai_row(journey.db)
+    ai = await ai_row(journey.db)
     assert ai is not None
     assert ai[0] is True
     # One reply per comment: the outage doubled nothing.
@@ -218,32 +217,30 @@ async def test_scar_away_during_a_step_the_run_continues_by_itself_when_it_is_ba
     for message in BRAINSTORM:
         await journey.comment(message)
     assert (await journey.run()).status is RunStatus.AWAITING_APPROVAL
-    retried_before = _step_jobs("retried") + _step_jobs("deferred")
+    retried_before = step_jobs("retried") + step_jobs("deferred")
 
     async with LongLivedWorker(journey, PATIENT_RETRIES) as worker:
         await worker.deliver("@orchestrator /approve")  # the vision: prime starts
-        await eventually(lambda: bool(_sent(journey, "prime")))
+        await eventually(lambda: bool(sent_to_scar(journey, "prime")))
         # SCAR has the command and goes away while working on it.
         scar.fail_next(10**6, status=503)
-        await eventually(
-            lambda: _step_jobs("retried") + _step_jobs("deferred") - retried_before >= 2
-        )
-        (prime,) = await _phases(journey, Phase.PRIME)
+        await eventually(lambda: step_jobs("retried") + step_jobs("deferred") - retried_before >= 2)
+        (prime,) = await journey.attempts(Phase.PRIME)
         assert prime.status is PhaseStatus.RUNNING  # not failed: still within its retries
         scar.fail_next(0)  # back; nobody does anything
         await worker.idle(limit_seconds=30)
 
-    retries = _step_jobs("retried") + _step_jobs("deferred") - retried_before
+    retries = step_jobs("retried") + step_jobs("deferred") - retried_before
     assert retries >= 2
     run = await journey.run()
     assert (run.status, run.current_phase) == (RunStatus.AWAITING_APPROVAL, Phase.PLAN)
-    (prime,) = await _phases(journey, Phase.PRIME)  # the same attempt, not a new one
+    (prime,) = await journey.attempts(Phase.PRIME)  # the same attempt, not a new one
     assert prime.status is PhaseStatus.SUCCEEDED
-    (plan,) = await _phases(journey, Phase.PLAN)
+    (plan,) = await journey.attempts(Phase.PLAN)
     assert plan.status is PhaseStatus.SUCCEEDED
     # SCAR got each command exactly once: the retries read the answer instead of asking again.
-    assert len(_sent(journey, "prime")) == 1
-    assert len(_sent(journey, "plan-feature-github")) == 1
+    assert len(sent_to_scar(journey, "prime")) == 1
+    assert len(sent_to_scar(journey, "plan-feature-github")) == 1
     async with journey.db.session_scope() as session:
         commands = (await session.execute(select(ScarCommand))).scalars().all()
     assert sorted(c.command for c in commands) == ["plan-feature-github", "prime"]

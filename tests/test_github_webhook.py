@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from project_orchestrator.app import create_app
 from project_orchestrator.db.engine import Database
 from tests.conftest import make_settings
 from tests.support.github_payloads import issue_comment, signed
+from tests.support.records import audit_entries, event_and_job_counts
 
 SECRET = "webhook-secret-0123456789"
 URL = "/webhooks/github"
@@ -36,20 +36,6 @@ async def webhook_client(
             yield client
 
 
-def _audit(tmp_path: Path) -> list[dict[str, Any]]:
-    path = tmp_path / "audit.log"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-async def _counts(db: Database) -> tuple[int, int]:
-    async with db.engine.connect() as conn:
-        events = (await conn.execute(text("SELECT count(*) FROM inbound_events"))).scalar_one()
-        jobs = (await conn.execute(text("SELECT count(*) FROM pgqueuer"))).scalar_one()
-    return events, jobs
-
-
 async def test_accepted_then_duplicate(tmp_path: Path, database_url: str, db: Database) -> None:
     body, headers = signed(SECRET, "issue_comment", issue_comment("@orchestrator /status"))
     async with webhook_client(tmp_path, database_url) as client:
@@ -63,7 +49,7 @@ async def test_accepted_then_duplicate(tmp_path: Path, database_url: str, db: Da
     # The fast path is measured under its route template like any other route.
     assert 'method="POST",route="/webhooks/github",status="202"' in metrics
     assert "X-RateLimit-Limit".lower() in first.headers
-    assert await _counts(db) == (1, 1)
+    assert await event_and_job_counts(db) == (1, 1)
 
     async with db.engine.connect() as conn:
         row = (
@@ -96,8 +82,8 @@ async def test_signature_failures_are_refused_and_audited(
         )
         metrics = (await client.get("/metrics")).text
     assert wrong.status_code == missing.status_code == 403
-    assert await _counts(db) == (0, 0)
-    audit = _audit(tmp_path)
+    assert await event_and_job_counts(db) == (0, 0)
+    audit = audit_entries(tmp_path)
     assert [a["action"] for a in audit] == ["webhook_signature_failed"] * 2
     assert audit[0]["result"] == "denied"
     assert audit[0]["ip_address"] == "127.0.0.1"
@@ -128,7 +114,7 @@ async def test_no_secret_configured_refuses_everything(
     async with webhook_client(tmp_path, database_url, github_webhook_secret="") as client:
         response = await client.post(URL, content=body, headers=headers)
     assert response.status_code == 503
-    assert await _counts(db) == (0, 0)
+    assert await event_and_job_counts(db) == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +145,7 @@ async def test_malformed_requests(
         response = await client.post(URL, content=body, headers=headers)
     assert response.status_code == status
     assert response.json()["error"] == reason
-    assert await _counts(db) == (0, 0)
+    assert await event_and_job_counts(db) == (0, 0)
 
 
 async def test_body_must_be_a_json_object(tmp_path: Path, database_url: str, db: Database) -> None:
@@ -174,7 +160,7 @@ async def test_body_must_be_a_json_object(tmp_path: Path, database_url: str, db:
 
         headers["X-Hub-Signature-256"] = sign(SECRET.encode(), garbage)
         assert (await client.post(URL, content=garbage, headers=headers)).status_code == 400
-    assert await _counts(db) == (0, 0)
+    assert await event_and_job_counts(db) == (0, 0)
 
 
 async def test_oversized_body_is_413(tmp_path: Path, database_url: str, db: Database) -> None:
@@ -196,8 +182,8 @@ async def test_ip_filter_comes_first_and_proxies_are_believed_only_when_trusted(
             URL, content=body, headers={**headers, "X-Forwarded-For": "140.82.112.5"}
         )
     assert denied.status_code == spoofed.status_code == 403
-    assert [a["action"] for a in _audit(tmp_path)] == ["webhook_ip_denied"] * 2
-    assert _audit(tmp_path)[0]["ip_address"] == "203.0.113.7"
+    assert [a["action"] for a in audit_entries(tmp_path)] == ["webhook_ip_denied"] * 2
+    assert audit_entries(tmp_path)[0]["ip_address"] == "203.0.113.7"
 
     async with webhook_client(
         tmp_path, database_url, client_ip="10.0.0.2", trusted_proxies="10.0.0.0/8", **filtering
@@ -218,8 +204,8 @@ async def test_rate_limit_answers_429_with_retry_after(
             codes.append(await client.post(URL, content=body, headers=headers))
     assert [r.status_code for r in codes] == [202, 202, 429]
     assert int(codes[2].headers["Retry-After"]) > 0
-    assert _audit(tmp_path)[-1]["action"] == "rate_limit_exceeded"
-    assert await _counts(db) == (2, 2)
+    assert audit_entries(tmp_path)[-1]["action"] == "rate_limit_exceeded"
+    assert await event_and_job_counts(db) == (2, 2)
 
 
 async def test_database_down_is_503_and_nothing_is_lost(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from project_orchestrator.db.engine import Database
 from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus, ScarTransport
-from project_orchestrator.workflow.models import Phase, PhaseStatus, RunStatus, WorkflowPhase
+from project_orchestrator.workflow.models import Phase, PhaseStatus, RunStatus
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_http import unused_tcp_url
@@ -203,21 +203,6 @@ async def scar_commands(journey: Journey) -> list[ScarCommand]:
         )
 
 
-async def attempts(journey: Journey, phase: Phase) -> list[WorkflowPhase]:
-    async with journey.db.session_scope() as session:
-        return list(
-            (
-                await session.execute(
-                    select(WorkflowPhase)
-                    .where(WorkflowPhase.phase == phase)
-                    .order_by(WorkflowPhase.attempt)
-                )
-            )
-            .scalars()
-            .all()
-        )
-
-
 # --- the journey --------------------------------------------------------------------------
 
 
@@ -298,7 +283,7 @@ async def test_scar_without_a_codebase_fails_the_phase_and_asks_what_to_do(
     run = await journey.run()
     assert run.status is RunStatus.AWAITING_APPROVAL
     assert run.current_phase is Phase.PRIME
-    (prime,) = await attempts(journey, Phase.PRIME)
+    (prime,) = await journey.attempts(Phase.PRIME)
     assert prime.status is PhaseStatus.FAILED
     assert prime.error is not None
     assert "SCAR had no project selected" in prime.error
@@ -328,7 +313,7 @@ async def test_scar_never_answering_times_out_the_phase(journey: Journey) -> Non
     assert any(
         "Something went wrong" in c and "did not finish prime" in c for c in journey.bot_comments()
     )
-    (prime,) = await attempts(journey, Phase.PRIME)
+    (prime,) = await journey.attempts(Phase.PRIME)
     assert prime.status is PhaseStatus.FAILED
     (command,) = await scar_commands(journey)
     assert command.transport is ScarTransport.GITHUB
@@ -408,7 +393,7 @@ async def test_a_late_answer_to_a_timed_out_command_is_not_taken_for_the_next_on
     plan_questions = [c for c in journey.bot_comments() if "SCAR has a plan" in c]
     assert len(plan_questions) == 1
     assert "A shopping list built from the plan" in plan_questions[0]
-    (plan,) = await attempts(journey, Phase.PLAN)
+    (plan,) = await journey.attempts(Phase.PLAN)
     assert plan.output == PLAN
-    _, retried = await attempts(journey, Phase.PRIME)
+    _, retried = await journey.attempts(Phase.PRIME)
     assert retried.output == f"{PRIMED} (prime 2)"  # its own answer, not the first

@@ -133,21 +133,6 @@ def start_worker_process(journey: Journey, log_path: Path) -> subprocess.Popen[b
         )
 
 
-async def phases(journey: Journey, phase: Phase) -> list[WorkflowPhase]:
-    async with journey.db.session_scope() as session:
-        return list(
-            (
-                await session.execute(
-                    select(WorkflowPhase)
-                    .where(WorkflowPhase.phase == phase)
-                    .order_by(WorkflowPhase.attempt)
-                )
-            )
-            .scalars()
-            .all()
-        )
-
-
 async def commands(journey: Journey) -> list[ScarCommand]:
     async with journey.db.session_scope() as session:
         return list(
@@ -235,7 +220,7 @@ async def test_a_worker_killed_mid_command_is_resumed_without_asking_scar_again(
     at_crash = journey.scar.invocations
 
     # The crash left the work half done: SCAR has the command, we have no answer.
-    (plan,) = await phases(journey, Phase.PLAN)
+    (plan,) = await journey.attempts(Phase.PLAN)
     assert plan.status is PhaseStatus.RUNNING
     # (The prime job may be held too: its "done" had not reached the database yet.)
     assert str(plan.id) in await picked_steps(journey.db)
@@ -253,7 +238,7 @@ async def test_a_worker_killed_mid_command_is_resumed_without_asking_scar_again(
     questions = plan_questions(journey)
     assert len(questions) == 1
     assert ".agents/plans/" in questions[0]
-    (plan,) = await phases(journey, Phase.PLAN)
+    (plan,) = await journey.attempts(Phase.PLAN)
     assert plan.status is PhaseStatus.SUCCEEDED
     _, plan_command = await commands(journey)
     assert plan_command.command == "plan-feature-github"
@@ -272,8 +257,8 @@ async def test_a_step_job_run_again_for_a_finished_phase_changes_nothing(
     await brainstorm_to_vision_gate(journey)
     await journey.comment("@orchestrator /approve")  # the vision: prime, plan, plan gate
     assert (await journey.run()).current_phase is Phase.PLAN
-    (prime,) = await phases(journey, Phase.PRIME)
-    (plan,) = await phases(journey, Phase.PLAN)
+    (prime,) = await journey.attempts(Phase.PRIME)
+    (plan,) = await journey.attempts(Phase.PLAN)
     before = await snapshot(journey)
 
     audit = AuditLog(journey.settings.audit_log_path)
@@ -294,7 +279,7 @@ async def test_a_stray_step_job_for_a_phase_behind_its_gate_does_not_run_it(
     await journey.comment("@orchestrator /approve")  # the plan: execute, validate, merge gate
     run = await journey.run()
     assert (run.status, run.current_phase) == (RunStatus.AWAITING_APPROVAL, Phase.MERGE)
-    (merge,) = await phases(journey, Phase.MERGE)
+    (merge,) = await journey.attempts(Phase.MERGE)
     assert merge.status is PhaseStatus.PENDING
     before = await snapshot(journey)
 
@@ -331,7 +316,7 @@ async def test_scar_away_fails_the_step_after_the_retries_and_approve_tries_agai
     run = await journey.run()
     assert run.status is RunStatus.AWAITING_APPROVAL
     assert run.current_phase is Phase.PRIME
-    (prime,) = await phases(journey, Phase.PRIME)
+    (prime,) = await journey.attempts(Phase.PRIME)
     assert prime.status is PhaseStatus.FAILED
     questions = [c for c in journey.bot_comments() if "Something went wrong" in c]
     assert len(questions) == 1
@@ -350,7 +335,7 @@ async def test_scar_away_fails_the_step_after_the_retries_and_approve_tries_agai
     assert run.status is RunStatus.AWAITING_APPROVAL
     assert run.current_phase is Phase.PLAN
     assert [c.split()[1] for c in journey.scar_commands()] == ["prime", "plan-feature-github"]
-    failed, retry = await phases(journey, Phase.PRIME)
+    failed, retry = await journey.attempts(Phase.PRIME)
     assert (failed.status, retry.status) == (PhaseStatus.FAILED, PhaseStatus.SUCCEEDED)
     assert retry.attempt == 2
     assert len(plan_questions(journey)) == 1

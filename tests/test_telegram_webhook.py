@@ -18,6 +18,7 @@ from project_orchestrator.app import create_app
 from project_orchestrator.db.engine import Database
 from tests.conftest import make_settings
 from tests.support.fake_telegram import callback_update, text_update
+from tests.support.records import audit_entries, event_and_job_counts
 
 SECRET = "tg-webhook-secret_0123456789"
 URL = "/webhooks/telegram"
@@ -51,20 +52,6 @@ def _post(
     return client.post(URL, content=body, headers=headers)
 
 
-def _audit(tmp_path: Path) -> list[dict[str, Any]]:
-    path = tmp_path / "audit.log"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-async def _counts(db: Database) -> tuple[int, int]:
-    async with db.engine.connect() as conn:
-        events = (await conn.execute(text("SELECT count(*) FROM inbound_events"))).scalar_one()
-        jobs = (await conn.execute(text("SELECT count(*) FROM pgqueuer"))).scalar_one()
-    return events, jobs
-
-
 async def test_accepted_then_duplicate(tmp_path: Path, database_url: str, db: Database) -> None:
     body = orjson.dumps(text_update(1001, chat_id=555, user_id=777, text="/status"))
     async with webhook_client(tmp_path, database_url) as client:
@@ -78,7 +65,7 @@ async def test_accepted_then_duplicate(tmp_path: Path, database_url: str, db: Da
     assert "x-ratelimit-limit" in first.headers
     assert 'method="POST",route="/webhooks/telegram",status="200"' in metrics
     assert 'webhook_events_total{event="message",outcome="duplicate",source="telegram"}' in metrics
-    assert await _counts(db) == (1, 1)
+    assert await event_and_job_counts(db) == (1, 1)
 
     async with db.engine.connect() as conn:
         row = (
@@ -160,8 +147,8 @@ async def test_wrong_or_missing_secret_is_403_and_audited(
         metrics = (await client.get("/metrics")).text
     assert wrong.status_code == missing.status_code == near_miss.status_code == 403
     assert wrong.json()["error"] == "bad_secret"
-    assert await _counts(db) == (0, 0)
-    audit = _audit(tmp_path)
+    assert await event_and_job_counts(db) == (0, 0)
+    audit = audit_entries(tmp_path)
     assert [a["action"] for a in audit] == ["webhook_signature_failed"] * 3
     assert audit[0]["result"] == "denied"
     assert audit[0]["ip_address"] == "127.0.0.1"
@@ -184,8 +171,8 @@ async def test_no_secret_configured_refuses_everything(
         assert response.status_code == 403
         assert response.json()["error"] == "not_configured"
         assert "TELEGRAM_WEBHOOK_SECRET" in response.json()["message"]
-    assert await _counts(db) == (0, 0)
-    assert {a["action"] for a in _audit(tmp_path)} == {"webhook_signature_failed"}
+    assert await event_and_job_counts(db) == (0, 0)
+    assert {a["action"] for a in audit_entries(tmp_path)} == {"webhook_signature_failed"}
 
 
 @pytest.mark.parametrize(
@@ -209,8 +196,8 @@ async def test_malformed_update_is_400(
         response = await _post(client, body)
     assert response.status_code == 400
     assert response.json()["error"] == "bad_update"
-    assert await _counts(db) == (0, 0)
-    [entry] = _audit(tmp_path)
+    assert await event_and_job_counts(db) == (0, 0)
+    [entry] = audit_entries(tmp_path)
     assert entry["action"] == "unauthorized_access"
     assert entry["details"]["reason"] == "bad_update"
 
@@ -234,7 +221,7 @@ async def test_oversized_body_is_413(tmp_path: Path, database_url: str, db: Data
     assert response.status_code == 413
     assert response.json()["error"] == "too_large"
     assert accepted.status_code == 200
-    assert await _counts(db) == (1, 1)
+    assert await event_and_job_counts(db) == (1, 1)
 
 
 async def test_rate_limit_answers_429_with_retry_after(
@@ -247,8 +234,8 @@ async def test_rate_limit_answers_429_with_retry_after(
     assert [r.status_code for r in codes] == [200, 200, 429]
     assert int(codes[2].headers["Retry-After"]) > 0
     assert codes[2].json()["error"] == "rate_limited"
-    assert _audit(tmp_path)[-1]["action"] == "rate_limit_exceeded"
-    assert await _counts(db) == (2, 2)
+    assert audit_entries(tmp_path)[-1]["action"] == "rate_limit_exceeded"
+    assert await event_and_job_counts(db) == (2, 2)
 
 
 async def test_database_down_is_503(tmp_path: Path) -> None:

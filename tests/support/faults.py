@@ -31,7 +31,6 @@ from project_orchestrator.db.engine import Database, create_database
 from project_orchestrator.metrics import registry
 from project_orchestrator.queue.assembly import build_workload
 from project_orchestrator.queue.worker import WorkerOptions, run_worker
-from project_orchestrator.workflow.models import Phase, WorkflowPhase
 from tests.conftest import make_settings
 from tests.support.cli import COMMAND, clean_environment
 from tests.support.fake_github import FakeGitHub
@@ -718,7 +717,7 @@ class LongLivedWorker:
         await self.idle()
 
 
-async def _stored_user_messages(db: Database) -> list[str]:
+async def stored_user_messages(db: Database) -> list[str]:
     async with db.session_scope() as session:
         rows = await session.execute(
             select(ConversationMessage.content)
@@ -728,7 +727,7 @@ async def _stored_user_messages(db: Database) -> list[str]:
         return [str(r) for r in rows.scalars()]
 
 
-async def _ai_row(db: Database) -> tuple[bool, str | None] | None:
+async def ai_row(db: Database) -> tuple[bool, str | None] | None:
     async with db.engine.connect() as conn:
         row = (
             await conn.execute(text("SELECT healthy, detail FROM component_status WHERE name='ai'"))
@@ -744,22 +743,12 @@ async def eventually(condition: Callable[[], bool], limit: float = 20) -> None:
             await asyncio.sleep(0.02)
 
 
-def _step_jobs(outcome: str) -> float:
+def step_jobs(outcome: str) -> float:
     return registry.get_sample_value("jobs_total", {"job": "run_step", "outcome": outcome}) or 0.0
 
 
-def _sent(journey: Journey, command: str) -> list[str]:
+def sent_to_scar(journey: Journey, command: str) -> list[str]:
     return [c for c in journey.scar_commands() if c.split()[1] == command]
-
-
-async def _phases(journey: Journey, phase: Phase) -> list[WorkflowPhase]:
-    async with journey.db.session_scope() as session:
-        rows = await session.execute(
-            select(WorkflowPhase)
-            .where(WorkflowPhase.phase == phase)
-            .order_by(WorkflowPhase.attempt)
-        )
-        return list(rows.scalars())
 
 
 # Slow enough that SCAR can be brought back before the six attempts are spent

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
-from project_orchestrator.workflow.models import WorkflowRun
+from project_orchestrator.workflow.models import Phase, WorkflowPhase, WorkflowRun
 from tests.conftest import make_settings
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
@@ -116,6 +116,16 @@ class Journey:
             return (
                 await session.execute(select(WorkflowRun).order_by(WorkflowRun.created_at.desc()))
             ).scalars().first() or _missing()
+
+    async def attempts(self, phase: Phase) -> list[WorkflowPhase]:
+        """Every attempt of `phase` (across runs), in attempt order."""
+        async with self.db.session_scope() as session:
+            rows = await session.execute(
+                select(WorkflowPhase)
+                .where(WorkflowPhase.phase == phase)
+                .order_by(WorkflowPhase.attempt)
+            )
+            return list(rows.scalars())
 
     def scar_commands(self) -> list[str]:
         return [m for m in self.scar.invocations if m.startswith("/command-invoke")]

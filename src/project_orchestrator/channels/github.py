@@ -15,12 +15,10 @@ from typing import Protocol
 
 from github import Auth, Github, GithubException, RateLimitExceededException
 from pgqueuer.errors import RetryRequested
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 
 from project_orchestrator.agent.models import Channel
+from project_orchestrator.channels import outbox
 from project_orchestrator.channels.base import GateQuestion, ProjectAddress
-from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
 from project_orchestrator.db.engine import Database
 from project_orchestrator.logging import get_logger
 
@@ -92,106 +90,56 @@ class GitHubReplier:
     async def reply(self, repo: str, number: int, key: str, text: str) -> int:
         """Post `text` on repo#number once for `key`; returns the comment id."""
         target = f"{repo}#{number}"
-        async with self.db.session_scope() as session:
-            await session.execute(
-                insert(OutboundMessage)
-                .values(idempotency_key=key, channel=Channel.GITHUB, target=target, body=text)
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            )
-            row = (
-                await session.execute(
-                    select(OutboundMessage).where(OutboundMessage.idempotency_key == key)
-                )
-            ).scalar_one()
-            if row.status is OutboundStatus.SENT and row.external_id:
-                return int(row.external_id)
-            maybe_posted = row.attempts > 0
-            row.attempts += 1
-        body = f"{text}\n\n{marker(key)}"
-        try:
-            comment_id = None
-            if maybe_posted:
-                comment_id = await asyncio.to_thread(
-                    self.comments.find_marked, repo, number, marker(key)
-                )
-            if comment_id is None:
-                comment_id = await asyncio.to_thread(self.comments.create, repo, number, body)
-        except RateLimitExceededException as exc:
-            delay = _reset_delay(exc)
-            log.warning("github.rate_limited", retry_in_seconds=delay.total_seconds())
-            raise GitHubRateLimited(delay=delay, reason="GitHub rate limit") from None
-        except GithubException as exc:
-            await self._record_error(key, f"GitHub answered {exc.status}")
-            raise
-        async with self.db.session_scope() as session:
-            await session.execute(
-                update(OutboundMessage)
-                .where(OutboundMessage.idempotency_key == key)
-                .values(
-                    status=OutboundStatus.SENT,
-                    external_id=str(comment_id),
-                    sent_at=datetime.now(UTC),
-                    last_error=None,
-                )
-            )
+        found = await outbox.claim(self.db, Channel.GITHUB, key, target, text)
+        if found.sent and found.external_id:
+            return int(found.external_id)
+        comment_id = await self._post(
+            repo, number, key, text, None, search=found.maybe_sent, edit=False
+        )
         log.info("github.comment_posted", target=target, comment_id=comment_id)
         return comment_id
 
     async def upsert(self, repo: str, number: int, key: str, text: str) -> int:
         """One comment per `key`, created once and then edited in place to say `text`."""
         target = f"{repo}#{number}"
-        async with self.db.session_scope() as session:
-            await session.execute(
-                insert(OutboundMessage)
-                .values(idempotency_key=key, channel=Channel.GITHUB, target=target, body=text)
-                .on_conflict_do_update(
-                    index_elements=["idempotency_key"],
-                    set_={"body": text, "status": OutboundStatus.PENDING},
-                )
-            )
-            row = (
-                await session.execute(
-                    select(OutboundMessage).where(OutboundMessage.idempotency_key == key)
-                )
-            ).scalar_one()
-            comment_id = int(row.external_id) if row.external_id else None
-            maybe_posted = comment_id is None and row.attempts > 0
-            row.attempts += 1
+        found = await outbox.claim(self.db, Channel.GITHUB, key, target, text, new_body=True)
+        known = int(found.external_id) if found.external_id else None
+        search = known is None and found.maybe_sent
+        return await self._post(repo, number, key, text, known, search=search, edit=True)
+
+    async def _post(
+        self,
+        repo: str,
+        number: int,
+        key: str,
+        text: str,
+        comment_id: int | None,
+        *,
+        search: bool,
+        edit: bool,
+    ) -> int:
+        """Create the comment, unless `search` finds an earlier attempt's by its marker or
+        `comment_id` is known; with `edit`, an existing one is brought up to `text`.
+        The outcome is recorded on the outbound row."""
         body = f"{text}\n\n{marker(key)}"
         try:
-            if maybe_posted:
+            if search:
                 comment_id = await asyncio.to_thread(
                     self.comments.find_marked, repo, number, marker(key)
                 )
             if comment_id is None:
                 comment_id = await asyncio.to_thread(self.comments.create, repo, number, body)
-            else:
+            elif edit:
                 await asyncio.to_thread(self.comments.edit, repo, number, comment_id, body)
         except RateLimitExceededException as exc:
-            raise GitHubRateLimited(delay=_reset_delay(exc), reason="GitHub rate limit") from None
+            delay = _reset_delay(exc)
+            log.warning("github.rate_limited", retry_in_seconds=delay.total_seconds())
+            raise GitHubRateLimited(delay=delay, reason="GitHub rate limit") from None
         except GithubException as exc:
-            await self._record_error(key, f"GitHub answered {exc.status}")
+            await outbox.record_error(self.db, key, f"GitHub answered {exc.status}")
             raise
-        async with self.db.session_scope() as session:
-            await session.execute(
-                update(OutboundMessage)
-                .where(OutboundMessage.idempotency_key == key)
-                .values(
-                    status=OutboundStatus.SENT,
-                    external_id=str(comment_id),
-                    sent_at=datetime.now(UTC),
-                    last_error=None,
-                )
-            )
+        await outbox.mark_sent(self.db, key, str(comment_id))
         return comment_id
-
-    async def _record_error(self, key: str, error: str) -> None:
-        async with self.db.session_scope() as session:
-            await session.execute(
-                update(OutboundMessage)
-                .where(OutboundMessage.idempotency_key == key)
-                .values(last_error=error)
-            )
 
 
 def _reset_delay(exc: RateLimitExceededException) -> timedelta:

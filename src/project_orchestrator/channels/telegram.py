@@ -12,18 +12,18 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TypeVar
 
 from pgqueuer.errors import RetryRequested
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
 from telegram.warnings import PTBDeprecationWarning
 
 from project_orchestrator.agent.models import Channel
+from project_orchestrator.channels import outbox
 from project_orchestrator.channels.base import GateQuestion, ProjectAddress
 from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
 from project_orchestrator.channels.telegram_format import split_html
@@ -169,36 +169,17 @@ class TelegramChannel:
     async def deliver(
         self, chat_id: int, key: str, text: str, markup: InlineKeyboardMarkup | None = None
     ) -> int | None:
-        """Send once for `key`; the id of the (last) message sent, or of the earlier one."""
-        async with self.db.session_scope() as session:
-            await session.execute(
-                insert(OutboundMessage)
-                .values(
-                    idempotency_key=key, channel=Channel.TELEGRAM, target=str(chat_id), body=text
-                )
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            )
-            row = (
-                await session.execute(
-                    select(OutboundMessage).where(OutboundMessage.idempotency_key == key)
-                )
-            ).scalar_one()
-            if row.status is OutboundStatus.SENT:
-                return int(row.external_id) if row.external_id else None
-            row.attempts += 1
+        """Send once for `key`; the id of the (last) message sent, or of the earlier one.
+
+        Telegram cannot be searched for an earlier attempt's message (GitHub comments carry
+        a marker): a send that succeeded just before a crash is sent once more.
+        """
+        found = await outbox.claim(self.db, Channel.TELEGRAM, key, str(chat_id), text)
+        if found.sent:
+            return int(found.external_id) if found.external_id else None
         messages = await self.sender.send(chat_id, text, markup)
         last = messages[-1].message_id if messages else None
-        async with self.db.session_scope() as session:
-            await session.execute(
-                update(OutboundMessage)
-                .where(OutboundMessage.idempotency_key == key)
-                .values(
-                    status=OutboundStatus.SENT,
-                    external_id=str(last) if last is not None else None,
-                    sent_at=datetime.now(UTC),
-                    last_error=None,
-                )
-            )
+        await outbox.mark_sent(self.db, key, str(last) if last is not None else None)
         return last
 
     async def _sent_id(self, key: str) -> int | None:

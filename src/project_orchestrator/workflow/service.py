@@ -240,16 +240,13 @@ class Workflow:
         feedback: str | None = None,
     ) -> Decision:
         """Approve or reject the pending gate, as its owner or an allowed approver only."""
-        await lock_project(session, project.id)
-        if not await may_decide(session, project, actor.identity.id):
-            self.audit.record(
-                AuditAction.UNAUTHORIZED_ACCESS,
-                result=AuditResult.DENIED,
-                user_id=actor.audit_id,
-                project_id=project.id,
-                details={"attempted": "approve" if approve else "reject"},
-            )
-            raise NotAllowed("Only the project's owner or its approvers can decide this step.")
+        await self._lock_as_decider(
+            session,
+            project,
+            actor,
+            "approve" if approve else "reject",
+            "Only the project's owner or its approvers can decide this step.",
+        )
         run = await self.active_run(session, project.id)
         if run is None:
             raise NotFoundError(_NOTHING_RUNNING)
@@ -517,6 +514,22 @@ class Workflow:
     async def _run_to_change(
         self, session: AsyncSession, project: Project, actor: Actor, what: str
     ) -> WorkflowRun:
+        await self._lock_as_decider(
+            session,
+            project,
+            actor,
+            what,
+            f"Only the project's owner or its approvers can {what} a build.",
+        )
+        run = await self.active_run(session, project.id)
+        if run is None:
+            raise NotFoundError(_NOTHING_RUNNING)
+        return run
+
+    async def _lock_as_decider(
+        self, session: AsyncSession, project: Project, actor: Actor, what: str, refusal: str
+    ) -> None:
+        """Lock the project for a change only its owner or approvers may make."""
         await lock_project(session, project.id)
         if not await may_decide(session, project, actor.identity.id):
             self.audit.record(
@@ -526,11 +539,7 @@ class Workflow:
                 project_id=project.id,
                 details={"attempted": what},
             )
-            raise NotAllowed(f"Only the project's owner or its approvers can {what} a build.")
-        run = await self.active_run(session, project.id)
-        if run is None:
-            raise NotFoundError(_NOTHING_RUNNING)
-        return run
+            raise NotAllowed(refusal)
 
     def _audit_run(self, action: AuditAction, actor: Actor, run: WorkflowRun) -> None:
         self.audit.record(
