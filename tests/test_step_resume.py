@@ -244,7 +244,7 @@ async def test_a_worker_killed_mid_command_is_resumed_without_asking_scar_again(
     assert plan_command.command == "plan-feature-github"
     assert plan_command.status is ScarCommandStatus.SUCCEEDED
     assert plan_command.output is not None
-    assert plan_command.output.startswith("## Plan:")
+    assert plan_command.output.startswith("## 📋 Implementation Plan Created")
     assert journey.audit_actions().count("scar_command_executed") == 2
 
 

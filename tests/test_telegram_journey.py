@@ -15,7 +15,7 @@ from sqlalchemy import select
 from project_orchestrator.app import create_app
 from project_orchestrator.db.engine import Database
 from project_orchestrator.projects.models import Identity, Project
-from project_orchestrator.workflow.models import Phase, RunStatus
+from project_orchestrator.workflow.models import ApprovalGate, Phase, RunStatus
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_scar import FakeScar
@@ -205,3 +205,81 @@ async def test_start_on_telegram_and_approve_the_plan_on_github(chat: Chat) -> N
     assert chat.audit_actions().count("approval_granted") == 2
     merge = chat.question()
     assert "Shall I merge it?" in merge["plain"]  # the next question comes to Telegram too
+
+
+async def brainstorm_without_a_repository(chat: Chat) -> None:
+    await chat.send("/start")
+    await chat.send("/new Meal planner")
+    script_brainstorm(chat.anthropic)
+    for message in BRAINSTORM:
+        await chat.send(message.removeprefix("@orchestrator "))
+
+
+async def test_a_project_without_a_repository_gets_one_created(chat: Chat) -> None:
+    chat.github.add_org("acme")
+    chat.settings = chat.settings.model_copy(update={"github_repo_owner": "acme"})
+    await brainstorm_without_a_repository(chat)
+    vision = chat.question()
+    await chat.tap(chat.button(vision, "Approve"), vision["message_id"])
+
+    assert chat.github.created_repositories() == ["acme/meal-planner"]
+    assert chat.github.repo_private("acme/meal-planner")
+    assert "[orchestrator:" in (chat.github.repo_description("acme/meal-planner") or "")
+    assert chat.github.file("acme/meal-planner", "docs/vision.md") is not None
+    told = [m["plain"] for m in chat.said() if "acme/meal-planner" in m["plain"]]
+    assert any("I made a private GitHub repository" in t for t in told)
+    async with chat.db.session_scope() as session:
+        project = (await session.execute(select(Project))).scalar_one()
+    assert project.github_repo == "acme/meal-planner"
+    clones = [t for t in chat.scar.invocations if t.startswith("/clone")]
+    assert len(clones) == 1
+    assert clones[0].endswith("/acme/meal-planner")
+    assert chat.audit_actions().count("repository_created") == 1
+    run = await chat.run()
+    assert run.current_phase is Phase.PLAN
+    assert run.github_repo == "acme/meal-planner"
+
+
+async def test_a_taken_name_gets_a_suffix(chat: Chat) -> None:
+    chat.github.add_org("acme")
+    chat.github.add_repo("acme/meal-planner")  # someone else's
+    chat.settings = chat.settings.model_copy(update={"github_repo_owner": "acme"})
+    await brainstorm_without_a_repository(chat)
+    vision = chat.question()
+    await chat.tap(chat.button(vision, "Approve"), vision["message_id"])
+    assert chat.github.created_repositories() == ["acme/meal-planner-2"]
+    assert (await chat.run()).github_repo == "acme/meal-planner-2"
+
+
+async def test_without_a_repository_owner_the_person_is_asked_for_one(chat: Chat) -> None:
+    await brainstorm_without_a_repository(chat)
+    vision = chat.question()
+    await chat.tap(chat.button(vision, "Approve"), vision["message_id"])
+    run = await chat.run()
+    assert run.status is RunStatus.AWAITING_APPROVAL
+    assert run.current_phase is Phase.PRIME
+    assert any("Tell me which repository to use" in m["plain"] for m in chat.said())
+    assert chat.github.created_repositories() == []
+    assert chat.scar.invocations == []
+
+
+async def test_relinking_while_the_vision_question_waits_asks_it_again(chat: Chat) -> None:
+    await brainstorm_on_telegram(chat)
+    first = chat.question()
+    chat.anthropic.reply([tool_use("link_github_repo", {"repo": "acme/meals"})], "tool_use")
+    chat.anthropic.reply_text("Linked acme/meals.")
+    await chat.send("Please use acme/meals for the code instead")
+    async with chat.db.session_scope() as session:
+        gates = (await session.execute(select(ApprovalGate))).scalars().all()
+    assert sorted(g.status.value for g in gates) == ["pending", "voided"]
+    again = chat.question()
+    assert again["message_id"] != first["message_id"]
+    # The old question's buttons no longer decide anything.
+    answers = len(chat.telegram.callback_answers)
+    await chat.tap(chat.button(first, "Approve"), first["message_id"])
+    assert chat.telegram.callback_answers[answers]["text"]
+    assert (await chat.run()).current_phase is Phase.VISION
+    await chat.tap(chat.button(again, "Approve"), again["message_id"])
+    run = await chat.run()
+    assert run.github_repo == "acme/meals"
+    assert chat.audit_actions().count("repository_linked") == 2

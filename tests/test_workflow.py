@@ -19,6 +19,8 @@ from project_orchestrator.errors import ConflictError, NotFoundError
 from project_orchestrator.projects.models import Identity, MemberRole, Project, ProjectMember
 from project_orchestrator.projects.service import Actor, create_project, github_identity
 from project_orchestrator.vision.models import VisionDocument
+from project_orchestrator.vision.render import brief_for_coding_agent
+from project_orchestrator.workflow.machine import plan_request, scar_step
 from project_orchestrator.workflow.models import (
     ApprovalGate,
     GateKind,
@@ -391,3 +393,34 @@ async def test_identities_are_one_per_login_whatever_the_case(world: World) -> N
     )
     assert len(count) == 1
     assert isinstance(world.project.id, uuid.UUID)
+
+
+def test_the_plan_request_carries_the_persons_words_the_vision_and_the_feedback() -> None:
+    vision = (
+        "# Meals: Vision\n\n## What It Is\n\nA weekly meal planner.\n\n## Who It's For\n\n"
+        "Busy parents.\n\n## Problem\n\nNot decided yet.\n\n## Key Features\n\n"
+        "- A weekly plan\n- A shopping list\n\n## User Journey\n\nOpen, plan, shop.\n\n"
+        "## Out of Scope\n\n- Payments\n"
+    )
+    brief = brief_for_coding_agent(vision)
+    assert brief == (
+        "What it is: A weekly meal planner. Who it is for: Busy parents. "
+        "Key features: A weekly plan; A shopping list. User journey: Open, plan, shop. "
+        "Out of scope (do not build): Payments."
+    )
+    request = plan_request("A shopping list page", brief, "Start smaller")
+    assert request.startswith("A shopping list page. Build it as the approved vision")
+    assert "docs/vision.md" in request
+    assert request.endswith("Feedback on the last plan, to take into account: Start smaller")
+    step = scar_step(
+        Phase.PLAN,
+        feature='Say "hi"',
+        feedback=None,
+        plan_output=None,
+        branch="b",
+        pr_number=None,
+        vision_brief=brief,
+    )
+    assert step.command == "plan-feature-github"
+    assert step.args.startswith("\"Say 'hi'. Build it")  # one quoted argument for SCAR
+    assert step.args.count('"') == 2

@@ -39,6 +39,8 @@ class AuditAction(StrEnum):
     UNAUTHORIZED_ACCESS = "unauthorized_access"
     EVENT_REPLAYED = "event_replayed"
     IDENTITY_LINKED = "identity_linked"
+    REPOSITORY_CREATED = "repository_created"
+    REPOSITORY_LINKED = "repository_linked"
 
 
 class AuditResult(StrEnum):

@@ -91,6 +91,15 @@ class Settings(BaseSettings):
     scar_github_mention: str = "@scar"
     # How often a running SCAR command is checked for completion.
     scar_poll_interval_seconds: float = Field(default=2.0, gt=0, le=60)
+    # SCAR reports every failure of its AI (Claude Code exiting) in one text that cannot
+    # tell a blip from an outage, so such a command is sent again this many times.
+    scar_ai_retries: int = Field(default=3, ge=0, le=20)
+    # The first of those retries waits this long; each next one waits twice as long.
+    scar_ai_retry_backoff_seconds: float = Field(default=10.0, ge=0, le=600)
+
+    # Where a repository is created for a project that has none (a user or organisation).
+    github_repo_owner: str | None = None
+    github_repo_private: bool = True
 
     audit_log_path: Path = Path("logs/audit.log")
 
@@ -121,6 +130,7 @@ class Settings(BaseSettings):
         "telegram_bot_token",
         "telegram_webhook_secret",
         "github_access_token",
+        "github_repo_owner",
         "telegram_mode_setting",
         "webhook_ip_filtering_setting",
         mode="before",

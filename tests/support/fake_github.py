@@ -18,6 +18,9 @@ Faults:
   client that gives up (or dies) mid-request still leaves the comment created, as on GitHub.
 - `rate_limit_next(n)`: the next n requests get GitHub's primary (or secondary) rate-limit 403.
 - `fail_next(n, status=502)`: the next n requests get a server error.
+
+Repository creation and file contents (orgs, `POST /user/repos`, the contents API) live in
+`tests.support.fake_github_repos`, mixed in here.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from tests.support.fake_github_repos import RepoHostingMixin
 
 RATE_LIMIT = 5000
 DOCS_URL = "https://docs.github.com/rest"
@@ -91,13 +96,19 @@ class RepoState:
     collaborators: set[str] = field(default_factory=set)
     issues: dict[int, IssueState] = field(default_factory=dict)
     comments: dict[int, CommentState] = field(default_factory=dict)
+    private: bool = False
+    description: str | None = None
+    default_branch: str = "main"
+    # branch -> path -> content; no branches at all is an empty repository (no commit yet).
+    branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
+    created_at: datetime = field(default_factory=_utcnow)
 
     @property
     def full_name(self) -> str:
         return f"{self.owner}/{self.name}"
 
 
-class FakeGitHub:
+class FakeGitHub(RepoHostingMixin):
     """GitHub REST state plus a Starlette app serving it (see the module docstring)."""
 
     def __init__(
@@ -124,6 +135,7 @@ class FakeGitHub:
         self._failing = 0
         self._fail_status = 502
         self._served = 0
+        self._init_hosting()
         self._router = Starlette(
             routes=self._routes(),
             exception_handlers={HTTPException: self._http_error},
@@ -131,16 +143,25 @@ class FakeGitHub:
 
     # --- helpers for tests ------------------------------------------------------------
 
-    def add_repo(self, full_name: str, *, collaborators: Iterable[str] = ()) -> RepoState:
+    def add_repo(
+        self,
+        full_name: str,
+        *,
+        collaborators: Iterable[str] = (),
+        private: bool | None = None,
+        description: str | None = None,
+    ) -> RepoState:
         """Create (or return) a repository; lookups ignore case like GitHub's."""
         owner, name = full_name.split("/")
         with self._lock:
             repo = self.repos.get(full_name.lower())
             if repo is None:
-                repo = RepoState(id=self._next_repo_id, owner=owner, name=name)
-                self._next_repo_id += 1
-                self.repos[full_name.lower()] = repo
+                repo = self._new_repo(owner, name)
             repo.collaborators.update(collaborators)
+            if private is not None:
+                repo.private = private
+            if description is not None:
+                repo.description = description
             return repo
 
     def add_issue(
@@ -274,6 +295,13 @@ class FakeGitHub:
     def _repo_or_none(self, full_name: str) -> RepoState | None:
         return self.repos.get(full_name.lower())
 
+    def _new_repo(self, owner: str, name: str) -> RepoState:
+        """Store a new repository (the caller holds the lock)."""
+        repo = RepoState(id=self._next_repo_id, owner=owner, name=name, created_at=self.now())
+        self._next_repo_id += 1
+        self.repos[repo.full_name.lower()] = repo
+        return repo
+
     def _issue_or_none(self, full_name: str, number: int) -> IssueState | None:
         repo = self._repo_or_none(full_name)
         return None if repo is None else repo.issues.get(number)
@@ -391,14 +419,14 @@ class FakeGitHub:
             "node_id": f"R_{repo.id}",
             "name": repo.name,
             "full_name": repo.full_name,
-            "owner": self._user_json(base, repo.owner) | {"type": "Organization"},
-            "private": False,
-            "default_branch": "main",
+            "owner": self._user_json(base, repo.owner) | {"type": self._owner_type(repo.owner)},
+            "private": repo.private,
+            "default_branch": repo.default_branch,
             "url": url,
             "html_url": f"{base}/{repo.full_name}",
             "issues_url": f"{url}/issues{{/number}}",
             "pulls_url": f"{url}/pulls{{/number}}",
-        }
+        } | self._hosting_repo_json(base, repo)
 
     def _association(self, repo: RepoState, login: str) -> str:
         if login.lower() == repo.owner.lower():
@@ -488,6 +516,7 @@ class FakeGitHub:
                 methods=["GET", "POST"],
             ),
             Route(repo + "/pulls/{number:int}", self._get_pull),
+            *self._hosting_routes(),
         ]
 
     @staticmethod

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.audit import AuditLog
+from project_orchestrator.audit import AuditAction, AuditLog
 from project_orchestrator.channels.base import Notifier
 from project_orchestrator.errors import OrchestratorError
 from project_orchestrator.projects.lookup import status_text
@@ -93,8 +93,21 @@ async def _link_repo(ctx: ToolContext, args: dict[str, Any]) -> str:
     ).scalar_one_or_none()
     if taken is not None:
         return f"{repo} already belongs to another project."
+    if (ctx.project.github_repo or "").lower() == repo.lower():
+        return f"{repo} is already the project's repository."
+    await ctx.workflow.repository_changing(ctx.session, ctx.project)
     ctx.project.github_repo = repo
+    ctx.project.scar_codebase = None  # SCAR's folder belonged to the old repository
     await ctx.session.flush()
+    ctx.audit.record(
+        AuditAction.REPOSITORY_LINKED,
+        user_id=ctx.actor.audit_id,
+        project_id=ctx.project.id,
+        details={"repository": repo},
+    )
+    run = await ctx.workflow.active_run(ctx.session, ctx.project.id)
+    if run is not None:
+        await announce(ctx.session, ctx.notifier, run.id)
     return f"Linked {repo} to the project."
 
 
@@ -160,10 +173,12 @@ async def _request_approval(ctx: ToolContext, _: dict[str, Any]) -> str:
 
 
 async def _start_run(ctx: ToolContext, args: dict[str, Any]) -> str:
-    run = await ctx.workflow.start_run(
+    run, started = await ctx.workflow.request_build(
         ctx.session, ctx.project, ctx.actor, _text(args.get("feature"), "feature", 1000)
     )
     await announce(ctx.session, ctx.notifier, run.id)
+    if not started:
+        return f"Build #{run.number} is still agreeing on the vision; its request is updated."
     return f"Started build #{run.number} ({run.kind.value})."
 
 

@@ -67,6 +67,9 @@ class Project(UUIDPrimaryKey, Timestamps, Base):
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identities.id", ondelete="RESTRICT"))
     github_repo: Mapped[str | None] = mapped_column(String(200))
     github_issue_number: Mapped[int | None] = mapped_column(BigInteger)
+    # The folder SCAR cloned the repository into: SCAR derives it from the URL in its own
+    # way (`site.github.io` becomes `sitehub.io`), so it is read from SCAR's answer.
+    scar_codebase: Mapped[str | None] = mapped_column(String(200))
     telegram_chat_id: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[ProjectStatus] = mapped_column(
         pg_enum(ProjectStatus, "project_status"),

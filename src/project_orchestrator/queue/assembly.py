@@ -36,11 +36,13 @@ from project_orchestrator.queue.worker import (
     options_from,
     run_worker_supervised,
 )
+from project_orchestrator.repos.pygithub import PyGithubRepositoryHost
 from project_orchestrator.scar.github_transport import GitHubScarClient
 from project_orchestrator.scar.http_transport import http_scar_client
 from project_orchestrator.scar.models import ScarTransport
 from project_orchestrator.scar.protocol import ScarClient
 from project_orchestrator.workflow.commands import CommandDesk
+from project_orchestrator.workflow.repository import RunRepositories
 from project_orchestrator.workflow.service import Workflow
 from project_orchestrator.workflow.steps import StepRunner, web_url
 
@@ -104,6 +106,18 @@ def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workloa
         )
         handlers[EventSource.TELEGRAM] = telegram_handler
     scar = scar_client(settings, db, replier)
+    repositories = None
+    if settings.github_access_token is not None:
+        repositories = RunRepositories(
+            db=db,
+            host=PyGithubRepositoryHost(
+                settings.github_api_url, settings.github_access_token.get_secret_value()
+            ),
+            audit=audit,
+            notifier=notifier,
+            owner=settings.github_repo_owner,
+            private=settings.github_repo_private,
+        )
     steps = StepRunner(
         db=db,
         workflow=workflow,
@@ -112,6 +126,7 @@ def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workloa
         audit=audit,
         transport=ScarTransport(settings.scar_transport),
         github_web_url=web_url(settings.github_api_url),
+        repositories=repositories,
     )
     closers: list[Callable[[], Awaitable[None]]] = [
         c.aclose for c in (scar, conversation.gateway) if isinstance(c, _Closable)

@@ -33,6 +33,7 @@ from project_orchestrator.scar.protocol import (
     ScarInvocation,
     ScarOutput,
     ScarTimedOut,
+    SendHook,
 )
 
 log = get_logger(__name__)
@@ -51,10 +52,14 @@ class GitHubScarClient:
         login = self.mention.lstrip("@").lower()
         return frozenset({login, f"{login}[bot]"})
 
-    async def run(self, invocation: ScarInvocation) -> ScarOutput:
+    async def run(
+        self, invocation: ScarInvocation, *, on_send: SendHook | None = None
+    ) -> ScarOutput:
         repo, number = await self._thread_of(invocation)
+        if on_send is not None:
+            await on_send()
         comment_id = await self.replier.reply(
-            repo, number, f"scar:{invocation.conversation_id}", f"{self.mention} {invocation.text}"
+            repo, number, f"scar:{invocation.key}", f"{self.mention} {invocation.text}"
         )
         log.info("scar.sent", transport="github", command=invocation.command, comment=comment_id)
         deadline = time.monotonic() + self.timeout_seconds

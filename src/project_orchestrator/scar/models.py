@@ -53,6 +53,9 @@ class ScarCommand(UUIDPrimaryKey, Timestamps, Base):
     output: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set just before the command itself goes to SCAR: a retry that finds it set reads
+    # SCAR's answers instead of sending again.
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     branch: Mapped[str | None] = mapped_column(String(255))

@@ -152,6 +152,13 @@ _FAILURES: tuple[tuple[str, Callable[[str], str]], ...] = (
         ),
     ),
     ("Usage: /", _fixed("SCAR did not understand the command it was sent.")),
+    (
+        "Failed: ENOENT",
+        _fixed(
+            "SCAR's workspace folder is missing; SCAR's operator needs to create it "
+            "(WORKSPACE_PATH, /workspace by default) and restart SCAR."
+        ),
+    ),
     ("⚠️ AI rate limit", _fixed(_AI_LIMIT)),
     ("⚠️ AI usage limit", _fixed(_AI_LIMIT)),
     ("⚠️ AI service authentication", _fixed(_AI_LOGIN)),
@@ -160,6 +167,13 @@ _FAILURES: tuple[tuple[str, Callable[[str], str]], ...] = (
     ("⚠️ Database connection issue", _fixed("SCAR could not reach its own database.")),
     ("⚠️ Session error", _fixed("SCAR's working session broke down.")),
     ("⚠️ AI error:", _with_detail("SCAR's AI service reported an error", "⚠️ AI error:")),
+    (
+        "⚠️ Error: Claude Code process",
+        _fixed(
+            "SCAR's AI (Claude Code) stopped with an error, again after several tries; "
+            "SCAR's operator can see why in SCAR's logs."
+        ),
+    ),
     ("⚠️ Error:", _with_detail("SCAR ran into an error", "⚠️ Error:")),
     ("⚠️ An unexpected error", _fixed("SCAR ran into an unexpected error.")),
 )

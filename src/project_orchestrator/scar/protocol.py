@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+# Called just before the command itself goes to SCAR, so a later attempt knows that SCAR
+# may have it (and reads SCAR's answers instead of sending it again).
+SendHook = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class ScarInvocation:
-    # Deterministic per stored command: a retry reuses it, which is how a transport finds
-    # what an earlier attempt already sent instead of sending it again.
+    # One SCAR conversation per workflow run: SCAR keeps one AI session per conversation,
+    # so what `prime` read is still known when `plan` runs.
     conversation_id: str
     repo: str  # "owner/name"
     repo_url: str  # clone URL, e.g. "https://github.com/owner/name"
     command: str  # "prime", "plan-feature-github", "execute-github", "validate", "merge-pr"
     args: str = ""  # already quoted by the caller, e.g. '"Add a login page"'
+    # Deterministic per stored command: a retry reuses it (the GitHub transport keys its
+    # comment with it, so the command is never posted twice). Defaults to the conversation.
+    command_key: str = ""
+    # The workspace folder SCAR keeps the repository in, once SCAR has said it.
+    codebase: str | None = None
+    # The conversation has no repository open yet (its first command): open it first.
+    # `/repo` starts a new AI session, so it is never sent in the middle of a run.
+    open_repository: bool = True
+    # An earlier attempt may already have handed this command to SCAR.
+    sent_before: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.command_key or self.conversation_id
 
     @property
     def repo_name(self) -> str:
-        """The folder SCAR clones the repository into (the part after the slash)."""
+        """The repository's name (SCAR's folder may differ: see `codebase`)."""
         return self.repo.rsplit("/", 1)[-1]
 
     @property
@@ -30,6 +49,7 @@ class ScarInvocation:
 class ScarOutput:
     text: str  # the result messages joined by a blank line
     messages: tuple[str, ...]  # every result message, in order (ack and progress removed)
+    codebase: str | None = None  # the workspace folder SCAR worked in, when it said
 
 
 class ScarError(Exception):
@@ -69,4 +89,6 @@ class ScarUnavailable(ScarError):
 
 
 class ScarClient(Protocol):
-    async def run(self, invocation: ScarInvocation) -> ScarOutput: ...
+    async def run(
+        self, invocation: ScarInvocation, *, on_send: SendHook | None = None
+    ) -> ScarOutput: ...

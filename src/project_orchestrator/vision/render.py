@@ -89,6 +89,28 @@ def summarize_vision(markdown: str, limit: int = 600) -> str:
     return _truncate(" ".join(pieces), limit)
 
 
+def brief_for_coding_agent(markdown: str, limit: int = 3000) -> str:
+    """The approved vision on one line, for the coding agent's plan command: what it is,
+    who it is for, the features, the journey and what is out of scope."""
+    sections = _sections(markdown)
+    pieces = []
+    for heading, label in (
+        (SECTION_WHAT, "What it is"),
+        (SECTION_WHO, "Who it is for"),
+        (SECTION_PROBLEM, "Problem"),
+        (SECTION_FEATURES, "Key features"),
+        (SECTION_JOURNEY, "User journey"),
+        (SECTION_SUCCESS, "Success looks like"),
+        (SECTION_OUT_OF_SCOPE, "Out of scope (do not build)"),
+    ):
+        body = sections.get(heading, "")
+        items = [_plain(line[2:]) for line in body.splitlines() if line.startswith("- ")]
+        text = "; ".join(i.rstrip(".;") for i in items) if items else _plain(body)
+        if text and text not in (NOT_DECIDED, NOTHING_RULED_OUT):
+            pieces.append(f"{label}: {text.rstrip('.')}.")
+    return _truncate(" ".join(pieces), limit)
+
+
 def _normalise(text: str) -> str:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return textwrap.dedent("\n".join(line.rstrip() for line in lines)).strip()
@@ -125,6 +147,11 @@ def _fallback_solution(what: str, features: list[str]) -> str:
 
 def _sentence(text: str) -> str:
     return text if text[-1] in _SENTENCE_END else f"{text}."
+
+
+def sections(markdown: str) -> dict[str, str]:
+    """The document's sections by heading."""
+    return _sections(markdown)
 
 
 def _sections(markdown: str) -> dict[str, str]:

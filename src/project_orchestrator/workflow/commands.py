@@ -42,8 +42,14 @@ class CommandDesk:
             case "status":
                 return await status_text(session, project)
             case "build":
-                run = await self.workflow.start_run(session, project, actor, argument)
+                run, started = await self.workflow.request_build(session, project, actor, argument)
                 await announce(session, self.notifier, run.id)
+                if not started:
+                    return (
+                        f'Noted: build #{run.number} will be "{run.feature_request}". We are '
+                        "still agreeing on the vision; once you approve it, that is what SCAR "
+                        "plans and builds."
+                    )
                 if run.kind is RunKind.INITIAL:
                     return (
                         f"Build #{run.number} has started. First we agree on the vision: "

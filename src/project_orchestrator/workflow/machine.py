@@ -147,6 +147,26 @@ def branch_name(feature: str, run_number: int) -> str:
     return f"feature/{slug}-{run_number}"
 
 
+VISION_PATH = "docs/vision.md"
+
+
+def plan_request(feature: str, vision_brief: str | None, feedback: str | None) -> str:
+    """What SCAR is asked to plan: the person's words, the approved vision, the feedback.
+
+    The vision travels in the command itself, so the plan cannot miss it even when SCAR's
+    copy of the repository predates the vision file.
+    """
+    parts = [feature.rstrip(". ") + "."]
+    if vision_brief:
+        parts.append(
+            f"Build it as the approved vision describes (full text in {VISION_PATH}): "
+            f"{vision_brief}"
+        )
+    if feedback:
+        parts.append(f"Feedback on the last plan, to take into account: {feedback}")
+    return " ".join(parts)
+
+
 def scar_step(
     phase: Phase,
     *,
@@ -155,16 +175,16 @@ def scar_step(
     plan_output: str | None,
     branch: str,
     pr_number: int | None,
+    vision_brief: str | None = None,
 ) -> ScarStep:
     """The SCAR command a phase attempt runs."""
     match phase:
         case Phase.PRIME:
             return ScarStep("prime", "")
         case Phase.PLAN:
-            request = (
-                feature if not feedback else f"{feature}. Feedback on the last plan: {feedback}"
+            return ScarStep(
+                "plan-feature-github", _quoted(plan_request(feature, vision_brief, feedback))
             )
-            return ScarStep("plan-feature-github", _quoted(request))
         case Phase.EXECUTE:
             args = f"{plan_reference(plan_output or feature)} {branch}"
             if feedback:

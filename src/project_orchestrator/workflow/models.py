@@ -108,6 +108,9 @@ class WorkflowRun(UUIDPrimaryKey, Timestamps, Base):
     started_by_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("identities.id", ondelete="SET NULL")
     )
+    # The repository this run's gates cover, pinned when its first SCAR step runs: no
+    # step of the run works on any other.
+    github_repo: Mapped[str | None] = mapped_column(String(200))
     branch: Mapped[str | None] = mapped_column(String(255))
     pr_number: Mapped[int | None] = mapped_column(BigInteger)
     pr_url: Mapped[str | None] = mapped_column(Text)

@@ -22,6 +22,8 @@ from project_orchestrator.projects.service import Actor, lock_project, may_decid
 from project_orchestrator.queue.enqueue import enqueue_step_job
 from project_orchestrator.queue.jobs import StepJob
 from project_orchestrator.vision.models import VisionDocument
+from project_orchestrator.vision.render import NOT_DECIDED, SECTION_WHAT
+from project_orchestrator.vision.render import sections as vision_sections
 from project_orchestrator.workflow import machine
 from project_orchestrator.workflow.models import (
     ACTIVE_RUN_STATUSES,
@@ -52,6 +54,15 @@ class Decision:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def first_version_request(vision: VisionDocument) -> str:
+    """The first build's request, in the person's words: what the vision says it is."""
+    what = vision_sections(vision.markdown).get(SECTION_WHAT, "")
+    what = " ".join(what.split())
+    if not what or what == NOT_DECIDED:
+        return "The first version, as the approved vision describes it"
+    return f"The first version: {what}"[:4000]
 
 
 @dataclass
@@ -104,7 +115,54 @@ class Workflow:
         )
         return found.scalar_one_or_none() is not None
 
+    async def approved_vision(
+        self, session: AsyncSession, project_id: uuid.UUID
+    ) -> VisionDocument | None:
+        """The newest version of the vision that its owner approved."""
+        approved = (
+            select(ApprovalGate.artifact_version)
+            .join(WorkflowRun, WorkflowRun.id == ApprovalGate.run_id)
+            .where(
+                WorkflowRun.project_id == project_id,
+                ApprovalGate.kind == GateKind.VISION,
+                ApprovalGate.status == GateStatus.APPROVED,
+            )
+        )
+        return (
+            await session.execute(
+                select(VisionDocument)
+                .where(
+                    VisionDocument.project_id == project_id,
+                    ("vision:" + VisionDocument.content_hash).in_(approved),
+                )
+                .order_by(VisionDocument.version.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+
     # --- starting -------------------------------------------------------------------
+
+    async def request_build(
+        self, session: AsyncSession, project: Project, actor: Actor, feature: str
+    ) -> tuple[WorkflowRun, bool]:
+        """Start a run for `feature`; while the first run is still agreeing on the vision,
+        `feature` becomes that run's request instead. Returns the run and whether it is new.
+        """
+        await lock_project(session, project.id)
+        current = await self.active_run(session, project.id)
+        words = " ".join(feature.split())
+        if (
+            current is not None
+            and words
+            and current.kind is RunKind.INITIAL
+            and current.current_phase is Phase.VISION
+        ):
+            if not await may_decide(session, project, actor.identity.id):
+                raise NotAllowed("Only the project's owner or its approvers can change the build.")
+            current.feature_request = words[:4000]
+            await session.flush()
+            return current, False
+        return await self.start_run(session, project, actor, feature), True
 
     async def start_run(
         self, session: AsyncSession, project: Project, actor: Actor, feature: str
@@ -178,9 +236,8 @@ class Workflow:
         await lock_project(session, project.id)
         run = await self.active_run(session, project.id)
         if run is None:
-            run = await self.start_run(
-                session, project, actor, "The first version described in the vision"
-            )
+            # Nobody said `/build`: the request is the person's own words from the vision.
+            run = await self.start_run(session, project, actor, first_version_request(vision))
         if run.current_phase is not Phase.VISION or run.status is RunStatus.ON_HOLD:
             raise ConflictError("The vision was already approved for this run.")
         version = f"vision:{vision.content_hash}"
@@ -550,6 +607,35 @@ class Workflow:
         )
 
     # --- artifacts changing ---------------------------------------------------------
+
+    async def repository_changing(self, session: AsyncSession, project: Project) -> None:
+        """Before the project's repository changes. A gate approves a repository too: once a
+        run works on one, changing it is refused until the run ends; a vision question
+        still waiting is voided and asked again, so the answer covers the new repository."""
+        await lock_project(session, project.id)
+        run = await self.active_run(session, project.id)
+        if run is None:
+            return
+        if run.github_repo is not None or run.current_phase is not Phase.VISION:
+            working_on = run.github_repo or project.github_repo or "its repository"
+            raise ConflictError(
+                f"Build #{run.number} is working on {working_on}, and its approvals were "
+                "for that repository. Finish it, or `/cancel` it, before linking another."
+            )
+        gate = await self.pending_gate(session, run.id)
+        if gate is None:
+            return
+        gate.status = GateStatus.VOIDED
+        await session.flush()
+        await self._open_gate(
+            session,
+            run,
+            gate.kind,
+            gate.artifact_version,
+            phase_id=gate.phase_id,
+            summary=gate.summary or "",
+            user_id=None,
+        )
 
     async def pull_request_moved(
         self, session: AsyncSession, project: Project, pr_number: int, head_sha: str | None

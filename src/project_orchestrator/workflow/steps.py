@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import metrics
@@ -24,6 +24,7 @@ from project_orchestrator.db.engine import Database
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import lock_project
+from project_orchestrator.repos.host import RepositoryError
 from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus, ScarTransport
 from project_orchestrator.scar.parsing import parse_artifacts
 from project_orchestrator.scar.protocol import (
@@ -34,6 +35,8 @@ from project_orchestrator.scar.protocol import (
     ScarTimedOut,
     ScarUnavailable,
 )
+from project_orchestrator.vision.models import VisionDocument
+from project_orchestrator.vision.render import brief_for_coding_agent
 from project_orchestrator.workflow import machine
 from project_orchestrator.workflow.models import (
     ApprovalGate,
@@ -46,6 +49,7 @@ from project_orchestrator.workflow.models import (
     WorkflowRun,
 )
 from project_orchestrator.workflow.notices import announce
+from project_orchestrator.workflow.repository import NO_OWNER_CONFIGURED, RunRepositories
 from project_orchestrator.workflow.service import Workflow
 
 log = get_logger(__name__)
@@ -60,6 +64,16 @@ class _Prepared:
     run_id: uuid.UUID
     command_id: uuid.UUID
     invocation: ScarInvocation
+    # The approved vision (markdown, version) to commit to the repository first.
+    vision: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class _NeedsRepository:
+    """The project has no repository and one may be created for it."""
+
+    project_id: uuid.UUID
+    project_name: str
 
 
 def web_url(api_url: str) -> str:
@@ -79,16 +93,28 @@ class StepRunner:
     audit: AuditLog
     transport: ScarTransport
     github_web_url: str = "https://github.com"
+    repositories: RunRepositories | None = None
 
     async def run(self, phase_id: uuid.UUID, *, last_attempt: bool) -> None:
         prepared = await self._prepare(phase_id)
-        if prepared is None:
+        if isinstance(prepared, _NeedsRepository):
+            if not await self._create_repository(phase_id, prepared, last_attempt=last_attempt):
+                return
+            prepared = await self._prepare(phase_id)
+        if not isinstance(prepared, _Prepared):
             await self._announce_phase(phase_id)
             return
         await self._announce(prepared.run_id)
+        if prepared.vision is not None:
+            await self._publish_vision(prepared, last_attempt=last_attempt)
         started = time.monotonic()
+        command_id = prepared.command_id
+
+        async def mark_sent() -> None:
+            await self._mark_sent(command_id)
+
         try:
-            output: ScarOutput | None = await self.scar.run(prepared.invocation)
+            output: ScarOutput | None = await self.scar.run(prepared.invocation, on_send=mark_sent)
             error: ScarError | None = None
         except ScarUnavailable as exc:
             if not last_attempt:
@@ -105,7 +131,7 @@ class StepRunner:
 
     # --- prepare --------------------------------------------------------------------
 
-    async def _prepare(self, phase_id: uuid.UUID) -> _Prepared | None:
+    async def _prepare(self, phase_id: uuid.UUID) -> _Prepared | _NeedsRepository | None:
         async with self.db.session_scope() as session:
             attempt = await session.get(WorkflowPhase, phase_id)
             if attempt is None:
@@ -120,8 +146,12 @@ class StepRunner:
                 return None  # held or ended before it began; /resume queues it again
             if attempt.status not in (PhaseStatus.PENDING, PhaseStatus.RUNNING):
                 return None
+            if not project.github_repo and self._may_create_repositories:
+                return _NeedsRepository(project.id, project.name)
             try:
-                step = await self._step_for(session, run, attempt)
+                repo = self._pin_repository(run, project)
+                vision = await self.workflow.approved_vision(session, project.id)
+                step = await self._step_for(session, run, attempt, vision)
                 await self._check_covered(session, run, step)
             except ValueError as exc:
                 await self.workflow.phase_failed(session, run, attempt, str(exc))
@@ -130,38 +160,70 @@ class StepRunner:
             attempt.status = PhaseStatus.RUNNING
             attempt.started_at = attempt.started_at or datetime.now(UTC)
             if attempt.phase is Phase.EXECUTE and run.branch is None:
-                run.branch = machine.branch_name(run.feature_request, run.number)
+                run.branch = await self._branch_for(session, run)
             await session.flush()
-            repo = project.github_repo or ""
             return _Prepared(
                 run_id=run.id,
                 command_id=command.id,
                 invocation=ScarInvocation(
-                    conversation_id=command.conversation_id or f"po-{attempt.id}",
+                    conversation_id=command.conversation_id or _conversation(run),
                     repo=repo,
                     repo_url=f"{self.github_web_url}/{repo}",
                     command=step.command,
                     args=step.args,
+                    command_key=f"po-{attempt.id}",
+                    codebase=project.scar_codebase,
+                    open_repository=not await _conversation_started(session, run, command),
+                    sent_before=command.sent_at is not None,
+                ),
+                vision=(
+                    (vision.markdown, vision.version)
+                    if vision is not None and attempt.phase is Phase.PRIME
+                    else None
                 ),
             )
 
-    async def _step_for(
-        self, session: AsyncSession, run: WorkflowRun, attempt: WorkflowPhase
-    ) -> machine.ScarStep:
-        project = await session.get(Project, run.project_id)
-        if project is None or not project.github_repo:
+    @property
+    def _may_create_repositories(self) -> bool:
+        return self.repositories is not None and self.repositories.owner is not None
+
+    @staticmethod
+    def _pin_repository(run: WorkflowRun, project: Project) -> str:
+        """The repository the run's gates covered; a step never runs against another."""
+        if not project.github_repo:
+            raise ValueError(NO_OWNER_CONFIGURED)
+        if run.github_repo is None:
+            run.github_repo = project.github_repo
+        elif run.github_repo.lower() != project.github_repo.lower():
             raise ValueError(
-                "This project has no GitHub repository yet, so SCAR has nothing to work on. "
-                "Link one, then approve to try again."
+                f"This build was approved for the repository {run.github_repo}, but the "
+                f"project now points at {project.github_repo}. Cancel this build and start "
+                "a new one to build in the new repository."
             )
+        return run.github_repo
+
+    async def _branch_for(self, session: AsyncSession, run: WorkflowRun) -> str:
+        """The branch SCAR's plan made (its template commits the plan there), else ours."""
+        plan = await self.workflow.latest_attempt(session, run.id, Phase.PLAN)
+        found = parse_artifacts(plan.output or "").branch if plan is not None else None
+        return found or machine.branch_name(run.feature_request, run.number)
+
+    async def _step_for(
+        self,
+        session: AsyncSession,
+        run: WorkflowRun,
+        attempt: WorkflowPhase,
+        vision: VisionDocument | None,
+    ) -> machine.ScarStep:
         plan = await self.workflow.latest_attempt(session, run.id, Phase.PLAN)
         return machine.scar_step(
             attempt.phase,
             feature=run.feature_request,
             feedback=attempt.feedback,
             plan_output=plan.output if plan is not None else None,
-            branch=run.branch or machine.branch_name(run.feature_request, run.number),
+            branch=run.branch or await self._branch_for(session, run),
             pr_number=run.pr_number,
+            vision_brief=brief_for_coding_agent(vision.markdown) if vision else None,
         )
 
     async def _check_covered(
@@ -203,7 +265,7 @@ class StepRunner:
                 transport=self.transport,
                 command=step.command,
                 args=step.args,
-                conversation_id=f"po-{attempt.id}",
+                conversation_id=_conversation(run),
                 status=ScarCommandStatus.RUNNING,
                 started_at=datetime.now(UTC),
             )
@@ -225,7 +287,7 @@ class StepRunner:
             run = await session.get(WorkflowRun, prepared.run_id)
             if run is None:
                 return  # the project was deleted meanwhile
-            await lock_project(session, run.project_id)
+            project = await lock_project(session, run.project_id)
             await session.refresh(run)
             attempt = await session.get(WorkflowPhase, phase_id, populate_existing=True)
             command = await session.get(ScarCommand, prepared.command_id, populate_existing=True)
@@ -233,6 +295,8 @@ class StepRunner:
                 return
             if command.status is not ScarCommandStatus.RUNNING:
                 return  # another run of this job finished it
+            if output is not None and output.codebase and output.codebase != project.scar_codebase:
+                project.scar_codebase = output.codebase  # SCAR's folder, for the next run
             self._record(command, output, error)
             if attempt.status is not PhaseStatus.RUNNING:
                 return  # cancelled while SCAR worked: keep the output, change nothing
@@ -305,8 +369,57 @@ class StepRunner:
             )
         return None
 
+    # --- the repository ---------------------------------------------------------------
+
+    async def _create_repository(
+        self, phase_id: uuid.UUID, needed: _NeedsRepository, *, last_attempt: bool
+    ) -> bool:
+        """Give the project a repository; False (the phase failed, said why) if GitHub
+        would not."""
+        if self.repositories is None:
+            return False
+        try:
+            await self.repositories.create_for(needed.project_id, needed.project_name)
+        except RepositoryError as exc:
+            if exc.transient and not last_attempt:
+                raise  # GitHub down or slow: the queue tries again with backoff
+            log.warning("repository.create_failed", project_id=str(needed.project_id))
+            await self._fail(phase_id, f"I could not create a repository for the project: {exc}")
+            return False
+        return True
+
+    async def _publish_vision(self, prepared: _Prepared, *, last_attempt: bool) -> None:
+        """The approved vision into the repository, where SCAR reads it before planning."""
+        if self.repositories is None or prepared.vision is None:
+            return
+        markdown, version = prepared.vision
+        try:
+            await self.repositories.publish_vision(prepared.invocation.repo, markdown, version)
+        except RepositoryError as exc:
+            if not last_attempt:
+                raise  # the queue tries again with backoff
+            # The plan command carries the vision too, so the build need not stop here.
+            log.warning("repository.vision_not_published", error=str(exc))
+
+    async def _mark_sent(self, command_id: uuid.UUID) -> None:
+        async with self.db.session_scope() as session:
+            await session.execute(
+                update(ScarCommand).where(ScarCommand.id == command_id).values(sent_at=func.now())
+            )
+
     async def give_up(self, phase_id: uuid.UUID, error: BaseException) -> None:
         """Out of retries on our side: fail the phase visibly instead of retrying forever."""
+        await self._fail(
+            phase_id,
+            "Something went wrong on our side and I stopped this step rather than guess. "
+            "The operators can see the details in the logs.",
+            command_error=type(error).__name__,
+        )
+
+    async def _fail(
+        self, phase_id: uuid.UUID, reason: str, *, command_error: str | None = None
+    ) -> None:
+        """Fail the phase attempt, if it is still under way, and say so."""
         async with self.db.session_scope() as session:
             attempt = await session.get(WorkflowPhase, phase_id)
             if attempt is None:
@@ -319,25 +432,20 @@ class StepRunner:
             await session.refresh(attempt)
             if attempt.status not in (PhaseStatus.PENDING, PhaseStatus.RUNNING):
                 return
-            await session.execute(
-                update(ScarCommand)
-                .where(
-                    ScarCommand.idempotency_key == f"phase:{attempt.id}",
-                    ScarCommand.status == ScarCommandStatus.RUNNING,
+            if command_error is not None:
+                await session.execute(
+                    update(ScarCommand)
+                    .where(
+                        ScarCommand.idempotency_key == f"phase:{attempt.id}",
+                        ScarCommand.status == ScarCommandStatus.RUNNING,
+                    )
+                    .values(
+                        status=ScarCommandStatus.FAILED,
+                        error=command_error,
+                        finished_at=datetime.now(UTC),
+                    )
                 )
-                .values(
-                    status=ScarCommandStatus.FAILED,
-                    error=type(error).__name__,
-                    finished_at=datetime.now(UTC),
-                )
-            )
-            await self.workflow.phase_failed(
-                session,
-                run,
-                attempt,
-                "Something went wrong on our side and I stopped this step rather than guess. "
-                "The operators can see the details in the logs.",
-            )
+            await self.workflow.phase_failed(session, run, attempt, reason)
             run_id = run.id
         await self._announce(run_id)
 
@@ -352,6 +460,24 @@ class StepRunner:
             attempt = await session.get(WorkflowPhase, phase_id)
             if attempt is not None:
                 await announce(session, self.notifier, attempt.run_id)
+
+
+def _conversation(run: WorkflowRun) -> str:
+    """One SCAR conversation per run: its commands share SCAR's AI session."""
+    return f"po-run-{run.id}"
+
+
+async def _conversation_started(
+    session: AsyncSession, run: WorkflowRun, command: ScarCommand
+) -> bool:
+    """Whether an earlier command of the conversation went to SCAR (it has the repository)."""
+    earlier = select(ScarCommand.id).where(
+        ScarCommand.run_id == run.id,
+        ScarCommand.conversation_id == command.conversation_id,
+        ScarCommand.id != command.id,
+        ScarCommand.sent_at.is_not(None),
+    )
+    return bool((await session.execute(select(exists(earlier)))).scalar())
 
 
 def _explain(attempt: WorkflowPhase, error: ScarError) -> str:
