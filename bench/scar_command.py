@@ -8,8 +8,9 @@ shared between processes); SCAR's own time is the sum of those, and our overhead
 client's wall time minus it: polling, the HTTP round trips, reading the listing.
 
 Scenarios, each `--commands` times, a new conversation each:
-- `command`: a later command of a run (the repository is open): mode, settle, clear,
-  send, wait, read. The command answers like a built-in, in `--builtin-ms`.
+- `command`: a later command of a run, in the run's conversation (the repository is
+  open): mode, settle, clear, send, wait, read. It answers like a built-in, in
+  `--builtin-ms`.
 - `first`: a run's first command: `/repo <folder> pull`, `/commands`, then the command.
 - `ai`: a command whose AI works for `--ai-ms`.
 
@@ -52,8 +53,9 @@ REPO = "acme/widgets"
 
 def _serve(conn: Connection, builtin_s: float, ai_s: float) -> None:
     fake = FakeScar(builtin_delay=builtin_s)
+    commands = {f".claude/commands/{name}.md": f"# {name}\n" for name in ("quick", "work")}
+    fake.remote(REPO, files=commands)
     fake.add_repo(REPO)
-    fake.add_commands("widgets", ["quick", "work"])
     fake.script("quick", "Done.", delay=builtin_s)
     fake.script("work", "Worked.", delay=ai_s)
 
@@ -73,30 +75,39 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _scenario(
-    client: HttpScarClient, url: str, name: str, invocation: ScarInvocation, count: int
+    client: HttpScarClient,
+    url: str,
+    name: str,
+    invocation: ScarInvocation,
+    count: int,
+    *,
+    shared: str | None = None,
 ) -> dict[str, Any]:
-    walls: dict[str, float] = {}
+    """`count` commands, each in a new conversation or all in `shared` (one run's)."""
+    windows: list[tuple[str, float, float]] = []
     for n in range(count):
-        cid = f"bench-{name}-{n}"
+        cid = shared or f"bench-{name}-{n}"
         started = time.monotonic()
         await client.run(replace(invocation, conversation_id=cid))
-        walls[cid] = time.monotonic() - started
+        windows.append((cid, started, time.monotonic()))
     async with httpx.AsyncClient() as http:
         rows = (await http.get(f"{url}/bench/timings")).json()
-    own: dict[str, float] = dict.fromkeys(walls, 0.0)
-    for cid, _text, begun, ended in rows:
-        if cid in own:
-            own[cid] += ended - begun
-    overhead = [walls[c] - own[c] for c in walls]
-    ratio = [walls[c] / own[c] for c in walls if own[c] > 0]
+    walls, own = [], []
+    for cid, started, ended in windows:
+        walls.append(ended - started)
+        own.append(
+            sum(e - b for c, _text, b, e in rows if c == cid and started <= b and e <= ended)
+        )
+    overhead = [w - o for w, o in zip(walls, own, strict=True)]
+    ratio = [w / o for w, o in zip(walls, own, strict=True) if o > 0]
     return {
         "scenario": name,
         "commands": count,
-        "scar_p50_ms": 1000 * statistics.median(own.values()),
-        "scar_p99_ms": 1000 * _percentile(list(own.values()), 0.99),
+        "scar_p50_ms": 1000 * statistics.median(own),
+        "scar_p99_ms": 1000 * _percentile(own, 0.99),
         "overhead_p50_ms": 1000 * statistics.median(overhead),
         "overhead_p99_ms": 1000 * _percentile(overhead, 0.99),
-        "wall_p99_ms": 1000 * _percentile(list(walls.values()), 0.99),
+        "wall_p99_ms": 1000 * _percentile(walls, 0.99),
         "ratio_p50": statistics.median(ratio),
         "ratio_p99": _percentile(ratio, 0.99),
     }
@@ -106,14 +117,20 @@ async def _bench(args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
     client = HttpScarClient(url, timeout_seconds=120, poll_interval=args.poll_interval)
     base = ScarInvocation("x", REPO, f"https://github.com/{REPO}", "quick", open_repository=False)
     try:
-        await client.run(replace(base, conversation_id="bench-warmup"))
+        # One run's conversation, its repository opened by its first command.
+        await client.run(replace(base, conversation_id="bench-run", open_repository=True))
         return [
-            await _scenario(client, url, "command", base, args.commands),
+            await _scenario(client, url, "command", base, args.commands, shared="bench-run"),
             await _scenario(
                 client, url, "first", replace(base, open_repository=True), args.commands
             ),
             await _scenario(
-                client, url, "ai", replace(base, command="work"), max(5, args.commands // 5)
+                client,
+                url,
+                "ai",
+                replace(base, command="work"),
+                max(5, args.commands // 5),
+                shared="bench-run",
             ),
         ]
     finally:
