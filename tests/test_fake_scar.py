@@ -738,7 +738,11 @@ async def test_claude_failures_keep_the_session(http: httpx.AsyncClient, fake: F
     await run(fake, http, "/repo widgets")
     await run(fake, http, "/command-invoke prime")
     fake.claude_failures(2)
-    assert await run(fake, http, "/command-invoke validate") == [CLAUDE_FAILURE]
+    # Stream mode: Claude Code's own error text comes through first, as on the real SCAR.
+    assert await run(fake, http, "/command-invoke validate") == [
+        "API Error: Connection error.",
+        CLAUDE_FAILURE,
+    ]
     await batch(http)
     assert await run(fake, http, "/command-invoke validate") == [ACK, CLAUDE_FAILURE]
     assert await run(fake, http, "/command-invoke validate") == [ACK, "All checks passed ✅"]
@@ -762,6 +766,7 @@ async def test_scripted_failure_streams_its_tools_first(
     await run(fake, http, "/repo widgets")
     assert await run(fake, http, "/command-invoke prime") == [
         "🔧 GLOB\nPattern: **/*.py",
+        "API Error: Connection error.",
         CLAUDE_FAILURE,
     ]
     await batch(http)

@@ -81,6 +81,7 @@ async def journey(
         unused_tcp_url(),
         scar_transport="github",
         scar_timeout_seconds=timeout_seconds,
+        scar_ai_retry_backoff_seconds=0.01,
     )
     return Journey(tmp_path, database_url, db, settings, github, anthropic[0], FakeScar())
 
@@ -165,14 +166,17 @@ async def run_with_scar(
     answers: Mapping[str, Sequence[str]],
     *,
     login: str = SCAR_LOGIN,
+    first: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
     """Run the worker until the queue is idle while SCAR answers each new `@scar` command
-    on the issue with the comments `answers[command]` (none: SCAR stays silent).
+    on the issue with the comments `answers[command]` (none: SCAR stays silent); the first
+    time a command comes, `first[command]` instead, where given.
 
     Returns the commands asked for meanwhile, in order.
     """
     answered = {c["id"] for c in scar_requests(journey)}
     asked: list[str] = []
+    pending_first = dict(first or {})
     async with worker_running(journey) as worker:
         while not worker.done():
             for request in scar_requests(journey):
@@ -181,7 +185,7 @@ async def run_with_scar(
                 answered.add(request["id"])
                 command = command_name(request)
                 asked.append(command)
-                for body in answers[command]:
+                for body in pending_first.pop(command, None) or answers[command]:
                     await scar_says(journey, body, login=login)
             await asyncio.sleep(0.02)
     return asked
@@ -397,3 +401,17 @@ async def test_a_late_answer_to_a_timed_out_command_is_not_taken_for_the_next_on
     assert plan.output == PLAN
     _, retried = await journey.attempts(Phase.PRIME)
     assert retried.output == f"{PRIMED} (prime 2)"  # its own answer, not the first
+
+
+async def test_scars_ai_failing_once_is_asked_again_in_a_new_comment(journey: Journey) -> None:
+    await brainstorm_to_vision_gate(journey)
+    await person_says(journey, "@orchestrator /approve")
+    failure = "⚠️ Error: Claude Code process exited with code 1. Try /reset if issue persists."
+    asked = await run_with_scar(journey, HAPPY, first={"prime": (ACK, failure)})
+    assert asked == ["prime", "prime", "plan-feature-github"]
+    run = await journey.run()
+    assert run.current_phase is Phase.PLAN
+    assert run.status is RunStatus.AWAITING_APPROVAL
+    assert not any("Something went wrong" in c for c in journey.bot_comments())
+    primes = [r for r in scar_requests(journey) if command_name(r) == "prime"]
+    assert len(primes) == 2  # two comments, each answered in turn

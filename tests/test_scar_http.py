@@ -470,3 +470,14 @@ async def test_client_from_settings(tmp_path: Path) -> None:
         assert client._ai_retries == 5
     finally:
         await client.aclose()
+
+
+async def test_a_claude_failure_in_stream_mode_is_recognised_and_retried() -> None:
+    fake = FakeScar(mode_route=False)  # an older SCAR: stream mode, Claude Code's text first
+    fake.add_repo("acme/widgets")
+    fake.claude_failures(1)
+    with FakeServer(fake.app) as server:
+        async with scar_client(server.url, ai_retries=1) as client:
+            output = await client.run(PLAN)
+    assert fake.invocations.count(PLAN.text) == 2
+    assert "API Error" not in output.text

@@ -448,6 +448,13 @@ class FakeScar(ScarState):
             self._messages.setdefault(job.cid, []).append(message)
             return True
 
+    def _fail_ai(self, job: _Job, mode: Mode) -> None:
+        """Claude Code failing: in stream mode its own error text comes through first (seen
+        on the real SCAR with the AI unreachable), then SCAR's one error text."""
+        if mode == "stream" and not self._send(job, texts.CLAUDE_STREAM_ERROR):
+            return
+        self._send(job, CLAUDE_FAILURE)
+
     # --- handling a message (orchestrator.ts) ---------------------------------------------
 
     async def _handle(self, job: _Job) -> None:
@@ -532,7 +539,7 @@ class FakeScar(ScarState):
         if self._restarting(name):
             return
         if failing:
-            self._send(job, CLAUDE_FAILURE)
+            self._fail_ai(job, mode)
             return
         # (when, order, what): tool calls and text blocks spread over the delay, then the
         # heartbeats of each simulated minute (batch mode only). None: the result.
@@ -571,7 +578,7 @@ class FakeScar(ScarState):
         if script.hang:
             await asyncio.Event().wait()  # until a restart (or the server's end) cancels it
         if script.fail:
-            self._send(job, CLAUDE_FAILURE)
+            self._fail_ai(job, mode)
             return
         if mode == "batch" and blocks and not self._send(job, texts.batch_message(blocks)):
             return

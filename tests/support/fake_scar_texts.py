@@ -22,6 +22,8 @@ NO_CODEBASE = (
 )
 NO_REPOSITORIES = "No repositories found. Use /clone <repo-url> first."
 CLAUDE_FAILURE = "⚠️ Error: Claude Code process exited with code 1. Try /reset if issue persists."
+# What Claude Code itself says in stream mode before it exits, when its API is unreachable.
+CLAUDE_STREAM_ERROR = "API Error: Connection error."
 ENOENT_SCANDIR = "Failed: ENOENT: no such file or directory, scandir '/workspace'"  # /repo's
 UNEXPECTED = "⚠️ An unexpected error occurred. Try /reset to start a fresh session."
 DEFAULT_COMMANDS = frozenset(

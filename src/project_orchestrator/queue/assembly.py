@@ -149,6 +149,8 @@ def scar_client(settings: Settings, db: Database, replier: GitHubReplier) -> Sca
             mention=settings.scar_github_mention,
             timeout_seconds=settings.scar_timeout_seconds,
             poll_interval=settings.scar_poll_interval_seconds,
+            ai_retries=settings.scar_ai_retries,
+            ai_retry_backoff=settings.scar_ai_retry_backoff_seconds,
         )
     return http_scar_client(settings)
 

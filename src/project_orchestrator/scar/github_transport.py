@@ -26,6 +26,7 @@ from project_orchestrator.db.engine import Database
 from project_orchestrator.events.models import EventSource, InboundEvent
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.models import Project
+from project_orchestrator.scar.answers import transient_ai_failure
 from project_orchestrator.scar.models import ScarCommand
 from project_orchestrator.scar.parsing import failure_reason, is_progress
 from project_orchestrator.scar.protocol import (
@@ -46,6 +47,8 @@ class GitHubScarClient:
     mention: str
     timeout_seconds: float
     poll_interval: float = 2.0
+    ai_retries: int = 3
+    ai_retry_backoff: float = 10.0
 
     @property
     def scar_logins(self) -> frozenset[str]:
@@ -56,21 +59,47 @@ class GitHubScarClient:
         self, invocation: ScarInvocation, *, on_send: SendHook | None = None
     ) -> ScarOutput:
         repo, number = await self._thread_of(invocation)
-        if on_send is not None:
-            await on_send()
-        comment_id = await self.replier.reply(
-            repo, number, f"scar:{invocation.key}", f"{self.mention} {invocation.text}"
-        )
-        log.info("scar.sent", transport="github", command=invocation.command, comment=comment_id)
         deadline = time.monotonic() + self.timeout_seconds
+        failures = 0
+        while True:
+            # Each retry is a comment of its own, keyed by its number: a job that runs
+            # again finds the comments already posted and reads their answers.
+            key = f"scar:{invocation.key}" + (f":retry-{failures}" if failures else "")
+            if on_send is not None:
+                await on_send()
+            comment_id = await self.replier.reply(
+                repo, number, key, f"{self.mention} {invocation.text}"
+            )
+            log.info(
+                "scar.sent", transport="github", command=invocation.command, comment=comment_id
+            )
+            results = await self._wait(invocation, repo, number, comment_id, deadline)
+            if any(transient_ai_failure(m) for m in results) and failures < self.ai_retries:
+                failures += 1
+                delay = self.ai_retry_backoff * 2 ** (failures - 1)
+                log.warning(
+                    "scar.ai_failed_retrying",
+                    command=invocation.command,
+                    retry=failures,
+                    in_seconds=delay,
+                )
+                if time.monotonic() + delay >= deadline:
+                    raise ScarTimedOut.after(invocation.command, self.timeout_seconds)
+                await asyncio.sleep(delay)
+                continue
+            for message in results:
+                reason = failure_reason(message)
+                if reason is not None:
+                    raise ScarCommandFailed(reason)
+            return ScarOutput(text="\n\n".join(results), messages=tuple(results))
+
+    async def _wait(
+        self, invocation: ScarInvocation, repo: str, number: int, comment_id: int, deadline: float
+    ) -> list[str]:
         while True:
             results = await self._results(repo, number, comment_id)
             if results:
-                for message in results:
-                    reason = failure_reason(message)
-                    if reason is not None:
-                        raise ScarCommandFailed(reason)
-                return ScarOutput(text="\n\n".join(results), messages=tuple(results))
+                return results
             if time.monotonic() >= deadline:
                 raise ScarTimedOut.after(invocation.command, self.timeout_seconds)
             await asyncio.sleep(self.poll_interval)
