@@ -283,3 +283,19 @@ async def test_relinking_while_the_vision_question_waits_asks_it_again(chat: Cha
     run = await chat.run()
     assert run.github_repo == "acme/meals"
     assert chat.audit_actions().count("repository_linked") == 2
+
+
+async def test_the_repository_cannot_change_under_an_approved_build(chat: Chat) -> None:
+    await brainstorm_on_telegram(chat)
+    vision = chat.question()
+    await chat.tap(chat.button(vision, "Approve"), vision["message_id"])
+    assert (await chat.run()).current_phase is Phase.PLAN
+    chat.anthropic.reply([tool_use("link_github_repo", {"repo": "acme/other"})], "tool_use")
+    chat.anthropic.reply_text("I could not switch the repository.")
+    await chat.send("Please build it in acme/other instead")
+    tool_result = str(chat.anthropic.requests[-1]["messages"][-1])
+    assert f"is working on {REPO}" in tool_result
+    async with chat.db.session_scope() as session:
+        project = (await session.execute(select(Project))).scalar_one()
+    assert project.github_repo == REPO
+    assert (await chat.run()).github_repo == REPO

@@ -95,6 +95,14 @@ async def _link_repo(ctx: ToolContext, args: dict[str, Any]) -> str:
         return f"{repo} already belongs to another project."
     if (ctx.project.github_repo or "").lower() == repo.lower():
         return f"{repo} is already the project's repository."
+    if ctx.project.github_repo and ctx.project.github_issue_number is not None:
+        # The project's conversation is that repository's issue; replies, the progress
+        # comment and the commands heard there all belong to it.
+        return (
+            f"This project lives on issue #{ctx.project.github_issue_number} of "
+            f"{ctx.project.github_repo}, so it builds there. For another repository, start "
+            "a project from an issue of that repository."
+        )
     await ctx.workflow.repository_changing(ctx.session, ctx.project)
     ctx.project.github_repo = repo
     ctx.project.scar_codebase = None  # SCAR's folder belonged to the old repository
