@@ -1,0 +1,145 @@
+"""What every workflow change starts from: reading a project's runs, phases and gates,
+and locking the project for a change only its owner or approvers may make."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
+from project_orchestrator.errors import ForbiddenError, NotFoundError
+from project_orchestrator.projects.models import Project
+from project_orchestrator.projects.service import Actor, lock_project, may_decide
+from project_orchestrator.vision.models import VisionDocument
+from project_orchestrator.workflow.models import (
+    ACTIVE_RUN_STATUSES,
+    ApprovalGate,
+    GateKind,
+    GateStatus,
+    Phase,
+    WorkflowPhase,
+    WorkflowRun,
+)
+
+NOTHING_RUNNING = "Nothing is being built right now. Start with `/build <what you want>`."
+
+
+class NotAllowed(ForbiddenError):
+    pass
+
+
+@dataclass
+class WorkflowBase:
+    audit: AuditLog
+
+    # --- reading --------------------------------------------------------------------
+
+    async def active_run(self, session: AsyncSession, project_id: uuid.UUID) -> WorkflowRun | None:
+        return (
+            await session.execute(
+                select(WorkflowRun).where(
+                    WorkflowRun.project_id == project_id,
+                    WorkflowRun.status.in_(ACTIVE_RUN_STATUSES),
+                )
+            )
+        ).scalar_one_or_none()
+
+    async def pending_gate(self, session: AsyncSession, run_id: uuid.UUID) -> ApprovalGate | None:
+        return (
+            await session.execute(
+                select(ApprovalGate).where(
+                    ApprovalGate.run_id == run_id, ApprovalGate.status == GateStatus.PENDING
+                )
+            )
+        ).scalar_one_or_none()
+
+    async def latest_attempt(
+        self, session: AsyncSession, run_id: uuid.UUID, phase: Phase
+    ) -> WorkflowPhase | None:
+        return (
+            await session.execute(
+                select(WorkflowPhase)
+                .where(WorkflowPhase.run_id == run_id, WorkflowPhase.phase == phase)
+                .order_by(WorkflowPhase.attempt.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+
+    async def vision_approved(self, session: AsyncSession, project_id: uuid.UUID) -> bool:
+        found = await session.execute(
+            select(ApprovalGate.id)
+            .join(WorkflowRun, WorkflowRun.id == ApprovalGate.run_id)
+            .where(
+                WorkflowRun.project_id == project_id,
+                ApprovalGate.kind == GateKind.VISION,
+                ApprovalGate.status == GateStatus.APPROVED,
+            )
+            .limit(1)
+        )
+        return found.scalar_one_or_none() is not None
+
+    async def approved_vision(
+        self, session: AsyncSession, project_id: uuid.UUID
+    ) -> VisionDocument | None:
+        """The newest version of the vision that its owner approved."""
+        approved = (
+            select(ApprovalGate.artifact_version)
+            .join(WorkflowRun, WorkflowRun.id == ApprovalGate.run_id)
+            .where(
+                WorkflowRun.project_id == project_id,
+                ApprovalGate.kind == GateKind.VISION,
+                ApprovalGate.status == GateStatus.APPROVED,
+            )
+        )
+        return (
+            await session.execute(
+                select(VisionDocument)
+                .where(
+                    VisionDocument.project_id == project_id,
+                    ("vision:" + VisionDocument.content_hash).in_(approved),
+                )
+                .order_by(VisionDocument.version.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+
+    async def _run_to_change(
+        self, session: AsyncSession, project: Project, actor: Actor, what: str
+    ) -> WorkflowRun:
+        await self._lock_as_decider(
+            session,
+            project,
+            actor,
+            what,
+            f"Only the project's owner or its approvers can {what} a build.",
+        )
+        run = await self.active_run(session, project.id)
+        if run is None:
+            raise NotFoundError(NOTHING_RUNNING)
+        return run
+
+    async def _lock_as_decider(
+        self, session: AsyncSession, project: Project, actor: Actor, what: str, refusal: str
+    ) -> None:
+        """Lock the project for a change only its owner or approvers may make."""
+        await lock_project(session, project.id)
+        if not await may_decide(session, project, actor.identity.id):
+            self.audit.record(
+                AuditAction.UNAUTHORIZED_ACCESS,
+                result=AuditResult.DENIED,
+                user_id=actor.audit_id,
+                project_id=project.id,
+                details={"attempted": what},
+            )
+            raise NotAllowed(refusal)
+
+    def _audit_run(self, action: AuditAction, actor: Actor, run: WorkflowRun) -> None:
+        self.audit.record(
+            action,
+            user_id=actor.audit_id,
+            project_id=run.project_id,
+            details={"run": run.number, "phase": run.current_phase, "via": actor.channel.value},
+        )
