@@ -299,3 +299,34 @@ async def test_the_repository_cannot_change_under_an_approved_build(chat: Chat) 
         project = (await session.execute(select(Project))).scalar_one()
     assert project.github_repo == REPO
     assert (await chat.run()).github_repo == REPO
+
+
+async def test_a_github_io_repository_is_built_in_the_folder_scar_made(chat: Chat) -> None:
+    site = "acme/site.github.io"
+    chat.github.add_repo(site)
+    await chat.send("/start")
+    await chat.send("/new Family site")
+    chat.anthropic.reply([tool_use("link_github_repo", {"repo": site})], "tool_use")
+    chat.anthropic.reply_text("Linked it. Tell me about the idea!")
+    await chat.send(f"The code lives in {site}")
+    script_brainstorm(chat.anthropic)
+    for message in BRAINSTORM:
+        await chat.send(message.removeprefix("@orchestrator "))
+    for _gate in ("vision", "plan", "merge"):
+        question = chat.question()
+        await chat.tap(chat.button(question, "Approve"), question["message_id"])
+    assert (await chat.run()).status is RunStatus.COMPLETED
+    async with chat.db.session_scope() as session:
+        project = (await session.execute(select(Project))).scalar_one()
+    assert project.scar_codebase == "sitehub.io"  # SCAR's folder, not the repository's name
+
+    await chat.send("/build A page with our holiday photos")
+    run = await chat.run()
+    assert run.number == 2
+    assert run.current_phase is Phase.PLAN
+    opened = [t for t in chat.scar.invocations if t.startswith(("/repo", "/clone"))]
+    assert opened[0] == "/repo site.github.io pull"
+    assert opened[1].startswith("/clone http")
+    assert opened[1].endswith(f"/{site}")
+    # The second run's conversation opens the folder SCAR made.
+    assert opened[2:] == ["/repo sitehub.io pull"]
