@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY as registry
 from sqlalchemy import select
 
 from project_orchestrator.db.engine import Database
@@ -183,3 +184,21 @@ async def test_an_edited_comment_is_not_a_new_instruction(journey: Journey) -> N
     assert (await journey.run()).status is RunStatus.AWAITING_APPROVAL
     assert len(journey.bot_comments()) == replies
     assert journey.scar_commands() == []
+
+
+async def test_github_failing_a_reply_five_times_leaves_one_project_and_one_audit_line(
+    journey: Journey,
+) -> None:
+    counted = (
+        registry.get_sample_value("orchestrator_conversations_total", {"channel": "github"}) or 0.0
+    )
+    journey.github.fail_next(5, status=500)
+    await journey.comment("@orchestrator I'd like an app that plans family meals")
+    async with journey.db.session_scope() as session:
+        projects = (await session.execute(select(Project))).scalars().all()
+    assert len(projects) == 1
+    actions = journey.audit_actions()
+    assert actions.count("project_created") == 1  # the attempts that rolled back said nothing
+    after = registry.get_sample_value("orchestrator_conversations_total", {"channel": "github"})
+    assert after == counted + 1
+    assert len(journey.bot_comments()) == 1

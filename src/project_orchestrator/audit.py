@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from project_orchestrator import effects
+
 _REDACTED = "[redacted]"
 # Keys whose values are secrets by their very nature, whoever passes them in.
 _SECRET_KEY_PARTS = ("secret", "token", "password", "signature", "authorization", "api_key")
@@ -76,7 +78,11 @@ class AuditLog:
         }
         line = orjson.dumps(entry, default=str) + b"\n"
         line = self._scrub_bytes(line)
-        self._append(line)
+        if entry["result"] == AuditResult.DENIED:
+            # A refusal stores nothing and is what happened whatever the transaction does.
+            self._append(line)
+        else:
+            effects.after_commit(lambda: self._append(line))
         return entry
 
     def _append(self, line: bytes) -> None:

@@ -28,6 +28,7 @@ from project_orchestrator.agent.status import record_ai
 from project_orchestrator.agent.tools import TOOLS, ToolContext, call_tool
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.base import Notifier
+from project_orchestrator.effects import after_commit
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import Actor
@@ -85,7 +86,8 @@ class AgentConversation:
     ) -> str:
         text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
         await self._store(session, project, MessageRole.USER, actor, text, author=True)
-        metrics.orchestrator_conversations_total.labels(actor.channel.value).inc()
+        # Counted once the message is stored for good, not per attempt of the job.
+        after_commit(metrics.orchestrator_conversations_total.labels(actor.channel.value).inc)
         if self.gateway is None:
             return NOT_CONFIGURED
         if project.ai_tokens_used >= self.max_tokens_per_project:

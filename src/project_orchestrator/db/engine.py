@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from project_orchestrator import SERVICE_NAME
+from project_orchestrator import SERVICE_NAME, effects
 
 # Short enough that probes turn 503 within seconds of the database going away.
 CONNECT_TIMEOUT_SECONDS = 3.0
@@ -29,14 +29,20 @@ class Database:
 
     @asynccontextmanager
     async def session_scope(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit when the block succeeds, roll back when it raises."""
-        async with self.sessionmaker() as session:
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+        """One unit of work: commit when the block succeeds, roll back when it raises.
+
+        Audit lines and metric counts the block reports (`effects.after_commit`) are
+        emitted after the commit, and dropped with a rollback.
+        """
+        with effects.collecting() as pending:
+            async with self.sessionmaker() as session:
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    raise
+        effects.run(pending)
 
     async def ping(self) -> None:
         async with asyncio.timeout(PROBE_TIMEOUT_SECONDS), self.engine.connect() as conn:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import metrics
 from project_orchestrator.audit import AuditAction, AuditLog
+from project_orchestrator.effects import after_commit
 from project_orchestrator.errors import NotFoundError, OrchestratorError
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.models import Project
@@ -179,7 +180,7 @@ async def generate_vision(
     )
     session.add(document)
     await session.flush()
-    metrics.vision_documents_generated_total.inc()
+    after_commit(metrics.vision_documents_generated_total.inc)
     audit.record(
         AuditAction.VISION_GENERATED,
         user_id=user_id,
