@@ -21,12 +21,13 @@ from project_orchestrator.agent.conversation import (
     AgentConversation,
 )
 from project_orchestrator.agent.llm import ModelGateway
-from project_orchestrator.agent.models import Channel, ConversationMessage, ConversationSummary
+from project_orchestrator.agent.models import ConversationMessage, ConversationSummary
 from project_orchestrator.agent.status import ai_outage
 from project_orchestrator.agent.tools import TOOLS
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.base import Notifier
 from project_orchestrator.db.engine import Database
+from project_orchestrator.db.types import Channel
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import Actor, create_project, github_identity
 from project_orchestrator.vision.models import BrainstormNote

@@ -16,10 +16,10 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.app import create_app
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.db.engine import Database
+from project_orchestrator.db.types import Channel
 from project_orchestrator.projects.models import Identity, MemberRole, Project, ProjectMember
 from project_orchestrator.projects.service import Actor, create_project, github_identity
 from project_orchestrator.vision.models import VisionDocument
@@ -35,6 +35,7 @@ from project_orchestrator.workflow.models import (
 from project_orchestrator.workflow.service import Workflow
 from tests.conftest import make_settings
 from tests.support.fake_github import FakeGitHub
+from tests.support.fake_telegram import FakeTelegram
 
 KEY = "api-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -72,7 +73,13 @@ class World:
 
     @classmethod
     async def build(
-        cls, db: Database, tmp_path: Path, *, name: str = "Widgets", repo: str | None = REPO
+        cls,
+        db: Database,
+        tmp_path: Path,
+        *,
+        name: str = "Widgets",
+        repo: str | None = REPO,
+        telegram_chat_id: int | None = None,
     ) -> World:
         workflow = Workflow(AuditLog(tmp_path / "audit.log"))
         async with db.session_scope() as session:
@@ -84,6 +91,7 @@ class World:
                 owner=owner,
                 github_repo=repo,
                 github_issue_number=7 if repo else None,
+                telegram_chat_id=telegram_chat_id,
             )
             run = await workflow.start_run(session, project, owner, "a widget shelf")
         world = cls(db, workflow, project.id, run.id, uuid.uuid4())
@@ -338,6 +346,29 @@ async def test_approve_queues_the_next_step_and_tells_the_person(
     [board] = github.comments(REPO, 7)
     assert "Build #1" in board["body"]
     assert "Prime: SCAR reads the project: up next" in board["body"]
+
+
+async def test_a_decision_through_the_api_reaches_a_telegram_only_project(
+    tmp_path: Path,
+    database_url: str,
+    db: Database,
+    telegram: tuple[FakeTelegram, str],
+) -> None:
+    fake, url = telegram
+    world = await World.build(db, tmp_path, repo=None, telegram_chat_id=4242)
+    async with api_client(
+        tmp_path,
+        database_url,
+        telegram_bot_token="123456:TEST-token",
+        telegram_api_base_url=url,
+        TELEGRAM_MODE="off",
+    ) as client:
+        response = await client.post(
+            world.decide_url("approve"), json={"decided_by": "ada"}, headers=AUTH
+        )
+        assert response.status_code == 200
+    said = [m["plain"] for m in fake.messages(4242)]
+    assert any("Build #1" in text for text in said), said
 
 
 async def test_a_failing_channel_does_not_undo_the_decision(

@@ -9,8 +9,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from project_orchestrator.audit import AuditLog
+from project_orchestrator.composition.worker import build_workload
 from project_orchestrator.db.engine import Database
-from project_orchestrator.queue.assembly import build_workload
 from project_orchestrator.queue.worker import run_worker
 from tests.conftest import make_settings
 from tests.support.fake_github import FakeGitHub

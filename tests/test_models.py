@@ -11,8 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.db.engine import Database
+from project_orchestrator.db.types import Channel
 from project_orchestrator.events.models import EventSource, InboundEvent
 from project_orchestrator.projects.models import Identity, Project
 from project_orchestrator.scar.models import ScarCommand, ScarTransport

@@ -53,12 +53,12 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy import select, text
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.app import create_app
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database, create_database
 from project_orchestrator.db.models import metadata
+from project_orchestrator.db.types import Channel
 from project_orchestrator.events.models import InboundEvent
 from project_orchestrator.projects.models import MemberRole, Project, ProjectMember
 from project_orchestrator.projects.service import Actor, create_project, github_identity

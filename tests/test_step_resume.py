@@ -22,11 +22,11 @@ import pytest
 from sqlalchemy import select, text
 
 from project_orchestrator.audit import AuditLog
+from project_orchestrator.composition.worker import build_workload
 from project_orchestrator.db.engine import Database
+from project_orchestrator.db.jobs import StepJob
 from project_orchestrator.events.processor import MAX_ATTEMPTS
 from project_orchestrator.metrics import registry
-from project_orchestrator.queue.assembly import build_workload
-from project_orchestrator.queue.jobs import StepJob
 from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus
 from project_orchestrator.workflow.models import (
     ApprovalGate,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from project_orchestrator.audit import AuditLog
+from project_orchestrator.composition.worker import build_workload
 from project_orchestrator.db.engine import create_database
-from project_orchestrator.queue.assembly import build_workload
 from project_orchestrator.queue.worker import run_worker_supervised
 from tests.conftest import make_settings
 from tests.support.fake_github import FakeGitHub

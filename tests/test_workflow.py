@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.db.engine import Database
+from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import ConflictError, NotFoundError
 from project_orchestrator.projects.models import Identity, MemberRole, Project, ProjectMember
 from project_orchestrator.projects.service import Actor, create_project, github_identity

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI, Request
@@ -20,7 +21,6 @@ from project_orchestrator.api.state import AppState
 from project_orchestrator.api.v1 import events as v1_events
 from project_orchestrator.api.v1 import projects as v1_projects
 from project_orchestrator.audit import AuditLog
-from project_orchestrator.channels.base import Notifier
 from project_orchestrator.config import Settings, get_settings
 from project_orchestrator.db.embedded import EmbeddedPostgres
 from project_orchestrator.db.engine import Database, create_database, worker_pool_size
@@ -34,6 +34,9 @@ from project_orchestrator.ingress.rate_limit import WebhookRateLimit, build_limi
 from project_orchestrator.ingress.telegram import route as telegram_route
 from project_orchestrator.logging import get_logger, set_known_secrets
 from project_orchestrator.metrics_gauges import GAUGE_REFRESHERS
+
+if TYPE_CHECKING:
+    from project_orchestrator.composition import Outbound
 
 log = get_logger(__name__)
 
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
         writer = EventWriter(pool)
         writer.start()
         audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
+        outbound = _api_outbound(settings, db)
         app.state.orchestrator = AppState(
             settings=settings,
             db=db,
@@ -74,7 +78,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
                 settings, writer, audit, app.state.limiter
             ),
             gauge_refreshers=list(GAUGE_REFRESHERS),
-            notifier=_api_notifier(settings, db),
+            notifier=outbound.notifier if outbound is not None else None,
         )
         stop_telegram_polling = _start_telegram_polling(settings, writer)
         worker_stop = asyncio.Event()
@@ -96,6 +100,8 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
             await writer.close()
             await pool.close()
             await http.aclose()
+            if outbound is not None:
+                await outbound.aclose()
             await db.dispose()
             if embedded is not None:
                 embedded.stop()
@@ -163,22 +169,16 @@ def _github_ingress(
     )
 
 
-def _api_notifier(settings: Settings, db: Database) -> Notifier | None:
-    """How the API tells people about decisions made through it; None without a token."""
-    if settings.github_access_token is None:
+def _api_outbound(settings: Settings, db: Database) -> Outbound | None:
+    """How the API tells people about decisions made through it: the worker's channels,
+    built by the same code. None when no channel is configured."""
+    if settings.github_access_token is None and settings.telegram_bot_token is None:
         return None
-    # Imported here, and only with a token: PyGithub and its crypto stack cost memory an
-    # API process without GitHub access has no use for (see `_start_worker`).
-    from project_orchestrator.channels.github import (
-        GitHubChannel,
-        GitHubReplier,
-        PyGithubComments,
-    )
+    # Imported here, and only with a channel: PyGithub, python-telegram-bot and their
+    # crypto stacks cost memory an API process without them has no use for.
+    from project_orchestrator.composition import build_outbound
 
-    comments = PyGithubComments.connect(
-        settings.github_api_url, settings.github_access_token.get_secret_value()
-    )
-    return Notifier([GitHubChannel(GitHubReplier(db, comments), settings.github_bot_mention)])
+    return build_outbound(settings, db)
 
 
 async def _orchestrator_error(_: Request, exc: OrchestratorError) -> JSONResponse:
@@ -190,7 +190,7 @@ def _start_worker(
 ) -> asyncio.Task[None]:
     # Imported here: the worker's clients (PyGithub and its crypto stack) cost memory an
     # API-only process (`serve --no-worker`) has no use for.
-    from project_orchestrator.queue.assembly import build_workload
+    from project_orchestrator.composition.worker import build_workload
     from project_orchestrator.queue.worker import options_from, run_worker_supervised
 
     return asyncio.create_task(

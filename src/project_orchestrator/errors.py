@@ -39,8 +39,3 @@ class UnauthorizedError(OrchestratorError):
 class ConflictError(OrchestratorError):
     status_code = 409
     code = "conflict"
-
-
-class ServiceUnavailableError(OrchestratorError):
-    status_code = 503
-    code = "service_unavailable"

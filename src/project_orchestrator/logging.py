@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 import structlog
@@ -115,16 +115,6 @@ def configure_logging(
 def new_correlation_id() -> str:
     # 128 random bits as 32 hex digits, like uuid4().hex at a fraction of the cost.
     return secrets.token_hex(16)
-
-
-def bind_correlation_id(correlation_id: str | None = None) -> str:
-    cid = correlation_id or new_correlation_id()
-    structlog.contextvars.bind_contextvars(correlation_id=cid)
-    return cid
-
-
-def current_context() -> MutableMapping[str, Any]:
-    return structlog.contextvars.get_contextvars()
 
 
 def get_logger(name: str | None = None) -> Any:

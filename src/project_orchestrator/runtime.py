@@ -64,7 +64,7 @@ def run_server(
 def run_worker_process(settings: Settings) -> None:
     import asyncio
 
-    from project_orchestrator.queue.assembly import worker_main
+    from project_orchestrator.composition.worker import worker_main
 
     with database_url_for_cli(settings) as url:
         asyncio.run(worker_main(settings, url))

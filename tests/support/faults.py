@@ -26,10 +26,10 @@ from sqlalchemy import select, text
 
 from project_orchestrator.agent.models import ConversationMessage, MessageRole
 from project_orchestrator.audit import AuditLog
+from project_orchestrator.composition.worker import build_workload
 from project_orchestrator.db import raw
 from project_orchestrator.db.engine import Database, create_database
 from project_orchestrator.metrics import registry
-from project_orchestrator.queue.assembly import build_workload
 from project_orchestrator.queue.worker import WorkerOptions, run_worker
 from tests.conftest import make_settings
 from tests.support.cli import COMMAND, clean_environment

@@ -8,9 +8,9 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from project_orchestrator.audit import AuditLog
+from project_orchestrator.composition.worker import build_workload
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
-from project_orchestrator.queue.assembly import build_workload
 from project_orchestrator.queue.worker import WorkerOptions, run_worker
 
 FAST_RETRIES = WorkerOptions(

@@ -23,18 +23,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from project_orchestrator.db.base import Base, Timestamps, UUIDPrimaryKey
-from project_orchestrator.db.types import pg_enum
+from project_orchestrator.db.types import Channel, pg_enum
 
 
 class MessageRole(enum.StrEnum):
     USER = "user"
     ASSISTANT = "assistant"
-
-
-class Channel(enum.StrEnum):
-    TELEGRAM = "telegram"
-    GITHUB = "github"
-    API = "api"
 
 
 class ConversationMessage(Base):

@@ -16,10 +16,10 @@ from typing import Protocol
 from github import Auth, Github, GithubException, RateLimitExceededException
 from pgqueuer.errors import RetryRequested
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.channels import outbox
 from project_orchestrator.channels.base import GateQuestion, ProjectAddress
 from project_orchestrator.db.engine import Database
+from project_orchestrator.db.types import Channel
 from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)

@@ -8,9 +8,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, Identity, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.db.base import Base, Timestamps
-from project_orchestrator.db.types import pg_enum
+from project_orchestrator.db.types import Channel, pg_enum
 
 
 class OutboundStatus(enum.StrEnum):

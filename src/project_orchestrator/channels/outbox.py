@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
 from project_orchestrator.db.engine import Database
+from project_orchestrator.db.types import Channel
 
 
 @dataclass(frozen=True)

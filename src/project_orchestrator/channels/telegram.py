@@ -22,12 +22,12 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
 from telegram.warnings import PTBDeprecationWarning
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.channels import outbox
 from project_orchestrator.channels.base import GateQuestion, ProjectAddress
 from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
 from project_orchestrator.channels.telegram_format import split_html
 from project_orchestrator.db.engine import Database
+from project_orchestrator.db.types import Channel
 from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)

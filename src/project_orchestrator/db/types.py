@@ -8,6 +8,14 @@ from typing import Any
 from sqlalchemy import Enum as SAEnum
 
 
+class Channel(enum.StrEnum):
+    """Where a person spoke or decided: shared by messages, gates and identities."""
+
+    TELEGRAM = "telegram"
+    GITHUB = "github"
+    API = "api"
+
+
 def pg_enum(enum_class: type[enum.StrEnum], name: str) -> SAEnum:
     """A native PostgreSQL enum storing the members' values (not their names)."""
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from project_orchestrator.db.enqueue import enqueue_event_jobs
+from project_orchestrator.db.jobs import EventJob
 from project_orchestrator.events.models import EventStatus, InboundEvent
-from project_orchestrator.queue.enqueue import enqueue_event_jobs
-from project_orchestrator.queue.jobs import EventJob
 
 
 class UnknownEvent(LookupError):

@@ -16,9 +16,9 @@ from enum import StrEnum
 import asyncpg
 import structlog
 
+from project_orchestrator.db.enqueue import enqueue_on_connection
+from project_orchestrator.db.jobs import EventJob
 from project_orchestrator.events.models import EventSource
-from project_orchestrator.queue.enqueue import enqueue_on_connection
-from project_orchestrator.queue.jobs import EventJob
 
 log = structlog.get_logger(__name__)
 

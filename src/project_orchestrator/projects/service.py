@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.audit import AuditAction, AuditLog
+from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import ConflictError, OrchestratorError
 from project_orchestrator.projects.models import (
     Identity,

@@ -27,9 +27,9 @@ from pgqueuer.queries import Queries
 from project_orchestrator import metrics
 from project_orchestrator.config import Settings
 from project_orchestrator.db import raw
+from project_orchestrator.db.jobs import HANDLE_EVENT, RUN_STEP, EventJob, StepJob
 from project_orchestrator.events.processor import MAX_ATTEMPTS, EventProcessor
 from project_orchestrator.logging import get_logger
-from project_orchestrator.queue.jobs import HANDLE_EVENT, RUN_STEP, EventJob, StepJob
 from project_orchestrator.workflow.steps import StepRunner
 
 log = get_logger(__name__)

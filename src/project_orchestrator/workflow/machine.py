@@ -117,10 +117,6 @@ def can_hold(status: RunStatus) -> bool:
     return status in (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL)
 
 
-def can_cancel(status: RunStatus) -> bool:
-    return status in (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL, RunStatus.ON_HOLD)
-
-
 @dataclass(frozen=True)
 class ScarStep:
     command: str

@@ -20,9 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.db.base import Base, Timestamps, UUIDPrimaryKey
-from project_orchestrator.db.types import pg_enum
+from project_orchestrator.db.types import Channel, pg_enum
 
 
 class RunKind(enum.StrEnum):

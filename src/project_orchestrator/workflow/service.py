@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.audit import AuditAction
+from project_orchestrator.db.enqueue import enqueue_step_job
+from project_orchestrator.db.jobs import StepJob
 from project_orchestrator.errors import ConflictError, NotFoundError
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import Actor, lock_project, may_decide
-from project_orchestrator.queue.enqueue import enqueue_step_job
-from project_orchestrator.queue.jobs import StepJob
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.vision.render import NOT_DECIDED, SECTION_WHAT
 from project_orchestrator.vision.render import sections as vision_sections

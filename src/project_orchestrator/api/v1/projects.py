@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.api.auth import db_session, require_api_key
 from project_orchestrator.api.schemas import MAX_BIGINT, UNREADABLE_BODY, error_responses
 from project_orchestrator.api.state import AppState, app_state
 from project_orchestrator.channels.base import Notifier
 from project_orchestrator.db.engine import Database
+from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import ConflictError, NotFoundError
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.models import (

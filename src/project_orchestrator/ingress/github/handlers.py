@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.agent.protocol import Conversation
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
 from project_orchestrator.channels.github import GitHubReplier
 from project_orchestrator.config import Settings
+from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import OrchestratorError
 from project_orchestrator.events.models import EventStatus, InboundEvent
 from project_orchestrator.ingress.github.commands import ParsedComment, parse_comment

@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from telegram import CallbackQuery, User
 
-from project_orchestrator.agent.models import Channel
 from project_orchestrator.agent.protocol import Conversation
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
 from project_orchestrator.channels.telegram import TelegramChannel
 from project_orchestrator.config import Settings
+from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import OrchestratorError
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.linking import CODE_LIFETIME, start_link

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from prometheus_client import start_http_server
@@ -13,20 +12,15 @@ from prometheus_client import start_http_server
 from project_orchestrator.agent.conversation import AgentConversation
 from project_orchestrator.agent.llm import build_gateway
 from project_orchestrator.audit import AuditLog
-from project_orchestrator.channels.base import Notifier, ProjectChannel
 from project_orchestrator.channels.github import (
-    GitHubChannel,
-    GitHubComments,
     GitHubReplier,
-    PyGithubComments,
 )
-from project_orchestrator.channels.telegram import TelegramChannel, TelegramSender
+from project_orchestrator.composition import build_outbound
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database, create_database, worker_pool_size
 from project_orchestrator.events.models import EventSource
 from project_orchestrator.events.processor import EventProcessor, SourceHandler
 from project_orchestrator.ingress.github.handlers import GitHubEventHandler
-from project_orchestrator.ingress.telegram.bot import build_bot
 from project_orchestrator.ingress.telegram.desk import TelegramDesk
 from project_orchestrator.ingress.telegram.handlers import TelegramEventHandler
 from project_orchestrator.logging import get_logger
@@ -49,41 +43,10 @@ from project_orchestrator.workflow.steps import StepRunner, web_url
 log = get_logger(__name__)
 
 
-class GitHubNotConfigured(RuntimeError):
-    pass
-
-
-@dataclass
-class _NoGitHub:
-    """Without a token nothing can be posted; the event fails visibly and can be replayed."""
-
-    def create(self, repo: str, number: int, body: str) -> int:
-        raise GitHubNotConfigured("GITHUB_ACCESS_TOKEN is not set, so replies cannot be posted")
-
-    def find_marked(self, repo: str, number: int, mark: str) -> int | None:
-        raise GitHubNotConfigured("GITHUB_ACCESS_TOKEN is not set, so replies cannot be posted")
-
-    def edit(self, repo: str, number: int, comment_id: int, body: str) -> None:
-        raise GitHubNotConfigured("GITHUB_ACCESS_TOKEN is not set, so replies cannot be posted")
-
-
-def github_comments(settings: Settings) -> GitHubComments:
-    if settings.github_access_token is None:
-        return _NoGitHub()
-    return PyGithubComments.connect(
-        settings.github_api_url, settings.github_access_token.get_secret_value()
-    )
-
-
 def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workload:
     """Every client built once, for the life of the worker."""
-    replier = GitHubReplier(db, github_comments(settings))
-    channels: list[ProjectChannel] = [GitHubChannel(replier, settings.github_bot_mention)]
-    telegram = None
-    if settings.telegram_bot_token is not None:
-        telegram = TelegramChannel(db, TelegramSender(build_bot(settings)))
-        channels.append(telegram)
-    notifier = Notifier(channels)
+    outbound = build_outbound(settings, db)
+    replier, telegram, notifier = outbound.replier, outbound.telegram, outbound.notifier
     workflow = Workflow(audit)
     conversation = AgentConversation(
         gateway=build_gateway(settings),

@@ -7,7 +7,7 @@ import structlog
 from pgqueuer.queries import Queries
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.queue.jobs import HANDLE_EVENT, RUN_STEP, EventJob, StepJob
+from project_orchestrator.db.jobs import HANDLE_EVENT, RUN_STEP, EventJob, StepJob
 
 
 async def enqueue_event_jobs(session: AsyncSession, jobs: list[EventJob]) -> None:
