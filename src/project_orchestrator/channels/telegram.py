@@ -22,6 +22,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
 from telegram.warnings import PTBDeprecationWarning
 
+from project_orchestrator import keys
 from project_orchestrator.channels import outbox
 from project_orchestrator.channels.base import GateQuestion, ProjectAddress
 from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
@@ -46,8 +47,10 @@ def gate_buttons(gate_id: object) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton("✅ Approve", callback_data=f"gate:{gate_id}:approve"),
-                InlineKeyboardButton("✏️ Reject", callback_data=f"gate:{gate_id}:reject"),
+                InlineKeyboardButton(
+                    "✅ Approve", callback_data=keys.gate_button(gate_id, "approve")
+                ),
+                InlineKeyboardButton("✏️ Reject", callback_data=keys.gate_button(gate_id, "reject")),
             ]
         ]
     )
@@ -147,19 +150,22 @@ class TelegramChannel:
 
     async def send(self, to: ProjectAddress, key: str, text: str) -> None:
         if to.telegram_chat_id is not None:
-            await self.deliver(to.telegram_chat_id, f"tg:{key}", text)
+            await self.deliver(to.telegram_chat_id, keys.telegram_message(key), text)
 
     async def ask(self, to: ProjectAddress, key: str, question: GateQuestion) -> None:
         if to.telegram_chat_id is not None:
             await self.deliver(
-                to.telegram_chat_id, f"tg:{key}", question.text, gate_buttons(question.gate_id)
+                to.telegram_chat_id,
+                keys.telegram_message(key),
+                question.text,
+                gate_buttons(question.gate_id),
             )
 
     async def progress(self, to: ProjectAddress, key: str, text: str, *, stage: str) -> None:
         if to.telegram_chat_id is None:
             return
         # One message per stage, edited while the stage lasts: progress stays in view.
-        keyed = f"tg:{key}:{stage}"
+        keyed = keys.telegram_message(key, stage)
         existing = await self._sent_id(keyed)
         if existing is None:
             await self.deliver(to.telegram_chat_id, keyed, text)

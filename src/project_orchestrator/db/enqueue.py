@@ -7,6 +7,7 @@ import structlog
 from pgqueuer.queries import Queries
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from project_orchestrator import keys
 from project_orchestrator.db.jobs import HANDLE_EVENT, RUN_STEP, EventJob, StepJob
 
 
@@ -45,6 +46,6 @@ async def enqueue_step_job(session: AsyncSession, job: StepJob) -> None:
     await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(
         entrypoint=RUN_STEP,
         payload=job.encode(),
-        dedupe_key=f"step:{job.phase_id}",
+        dedupe_key=keys.step_dedupe(job.phase_id),
         on_conflict="skip",
     )

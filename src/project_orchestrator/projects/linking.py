@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from project_orchestrator import keys
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
 from project_orchestrator.db.base import Base
 from project_orchestrator.errors import OrchestratorError
@@ -79,7 +80,7 @@ async def finish_link(
         audit.record(
             AuditAction.UNAUTHORIZED_ACCESS,
             result=AuditResult.DENIED,
-            user_id=f"github:{github_login}",
+            user_id=keys.github_user(github_login),
             details={"attempted": "link", "reason": "unknown, used, expired or other login"},
         )
         raise OrchestratorError(
@@ -104,7 +105,7 @@ async def finish_link(
     await session.flush()
     audit.record(
         AuditAction.IDENTITY_LINKED,
-        user_id=f"github:{github_login}",
+        user_id=keys.github_user(github_login),
         details={"telegram_user_id": survivor.telegram_user_id, "github_login": github_login},
     )
     return Linked(survivor.id, survivor.telegram_user_id, github_login)

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from project_orchestrator import keys
 from project_orchestrator.audit import AuditAction, AuditLog
 from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import ConflictError, OrchestratorError
@@ -32,10 +33,10 @@ class Actor:
         if self.channel is Channel.API:
             return "api"  # the API key's holder, acting for this identity
         if self.channel is Channel.TELEGRAM and self.identity.telegram_user_id is not None:
-            return f"telegram:{self.identity.telegram_user_id}"
+            return keys.telegram_user(self.identity.telegram_user_id)
         if self.identity.github_login is not None:
-            return f"github:{self.identity.github_login}"
-        return f"telegram:{self.identity.telegram_user_id}"
+            return keys.github_user(self.identity.github_login)
+        return keys.telegram_user(self.identity.telegram_user_id)
 
 
 async def github_identity(session: AsyncSession, login: str) -> Identity:

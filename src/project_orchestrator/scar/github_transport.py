@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import BigInteger, Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from project_orchestrator import keys
 from project_orchestrator.channels.github import GitHubReplier
 from project_orchestrator.channels.models import OutboundMessage
 from project_orchestrator.db.engine import Database
@@ -64,7 +65,7 @@ class GitHubScarClient:
         while True:
             # Each retry is a comment of its own, keyed by its number: a job that runs
             # again finds the comments already posted and reads their answers.
-            key = f"scar:{invocation.key}" + (f":retry-{failures}" if failures else "")
+            key = keys.scar_comment(invocation.key, failures)
             if on_send is not None:
                 await on_send()
             comment_id = await self.replier.reply(
@@ -142,7 +143,7 @@ async def _command_comments(session: AsyncSession, repo: str, number: int) -> li
     """Our `@scar` command comments on repo#number (their replies' keys start with scar:)."""
     rows = await session.execute(
         select(OutboundMessage.external_id).where(
-            OutboundMessage.idempotency_key.startswith("scar:"),
+            OutboundMessage.idempotency_key.startswith(keys.SCAR_COMMENT_PREFIX),
             OutboundMessage.target == f"{repo}#{number}",
             OutboundMessage.external_id.is_not(None),
         )
@@ -160,7 +161,7 @@ async def scar_replies(
         select(comment_id, payload["comment"]["body"].as_string())
         .where(
             # The serial key is the repository: the index narrows the search to it.
-            InboundEvent.serial_key == f"github:{repo.lower()}",
+            InboundEvent.serial_key == keys.github_serial(repo),
             InboundEvent.source == EventSource.GITHUB,
             InboundEvent.event_type == "issue_comment",
             cast(payload["issue"]["number"].as_string(), Integer) == number,

@@ -11,6 +11,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from project_orchestrator import keys
 from project_orchestrator.channels.base import GateQuestion, Notifier, ProjectAddress
 from project_orchestrator.projects.models import Project
 from project_orchestrator.vision.models import VisionDocument
@@ -65,11 +66,11 @@ QUESTION_LIMIT = 3000
 
 
 def board_key(run_id: uuid.UUID) -> str:
-    return f"run:{run_id}:progress"
+    return keys.run_progress(run_id)
 
 
 def gate_key(gate_id: uuid.UUID) -> str:
-    return f"gate:{gate_id}:question"
+    return keys.gate_question(gate_id)
 
 
 def gate_name(kind: GateKind) -> str:
@@ -182,7 +183,7 @@ async def announce(session: AsyncSession, notifier: Notifier, run_id: uuid.UUID)
         link = f" ({run.pr_url})" if run.pr_url else ""
         await notifier.send(
             to,
-            f"run:{run.id}:completed",
+            keys.run_completed(run.id),
             f"Done! “{_clip(run.feature_request, 200)}” is merged{link}. "
             "Tell me what you would like next, or `/build` it.",
         )

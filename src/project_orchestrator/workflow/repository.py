@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from project_orchestrator import keys
 from project_orchestrator.audit import AuditAction, AuditLog
 from project_orchestrator.channels.base import Notifier, ProjectAddress
 from project_orchestrator.db.engine import Database
@@ -75,7 +76,7 @@ class RunRepositories:
         log.info("repository.linked", repository=hosted.full_name, created=hosted.created)
         await self.notifier.send(
             address,
-            f"repository-created:{project_id}",
+            keys.repository_created(project_id),
             f"I made a {'private' if self.private else 'public'} GitHub repository for "
             f"{project_name}: {hosted.html_url}\nSCAR builds it there.",
         )

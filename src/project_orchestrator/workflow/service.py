@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from project_orchestrator import keys
 from project_orchestrator.audit import AuditAction
 from project_orchestrator.db.enqueue import enqueue_step_job
 from project_orchestrator.db.jobs import StepJob
@@ -161,7 +162,7 @@ class Workflow(WorkflowBase):
             run = await self.start_run(session, project, actor, first_version_request(vision))
         if run.current_phase is not Phase.VISION or run.status is RunStatus.ON_HOLD:
             raise ConflictError("The vision was already approved for this run.")
-        version = f"vision:{vision.content_hash}"
+        version = keys.vision_version(vision.content_hash)
         pending = await self.pending_gate(session, run.id)
         if pending is not None and pending.artifact_version == version:
             return pending
@@ -277,7 +278,7 @@ class Workflow(WorkflowBase):
                 .limit(1)
             )
         ).scalar_one_or_none()
-        return latest is not None and gate.artifact_version == f"vision:{latest}"
+        return latest is not None and gate.artifact_version == keys.vision_version(latest)
 
     async def _after_approval(
         self, session: AsyncSession, run: WorkflowRun, gate: ApprovalGate
@@ -353,7 +354,7 @@ class Workflow(WorkflowBase):
             session,
             run,
             GateKind.ERROR_RESOLUTION,
-            f"phase:{attempt.id}",
+            keys.failed_phase_version(attempt.id),
             phase_id=attempt.id,
             summary=attempt.error or "The step failed.",
             user_id=None,
@@ -411,8 +412,8 @@ class Workflow(WorkflowBase):
     @staticmethod
     def merge_artifact(run: WorkflowRun) -> str:
         if run.pr_head_sha:
-            return f"sha:{run.pr_head_sha}"
-        return f"pr:{run.pr_number or 'none'}:{run.branch or ''}"
+            return keys.pr_head_version(run.pr_head_sha)
+        return keys.pr_version(run.pr_number, run.branch)
 
     async def _next_attempt_number(
         self, session: AsyncSession, run_id: uuid.UUID, phase: Phase

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator import metrics
+from project_orchestrator import keys, metrics
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
 from project_orchestrator.channels.base import Notifier
 from project_orchestrator.db.engine import Database
@@ -252,7 +252,7 @@ class StepRunner:
         attempt: WorkflowPhase,
         step: machine.ScarStep,
     ) -> ScarCommand:
-        key = f"phase:{attempt.id}"
+        key = keys.phase_command(attempt.id)
         command = (
             await session.execute(select(ScarCommand).where(ScarCommand.idempotency_key == key))
         ).scalar_one_or_none()
@@ -436,7 +436,7 @@ class StepRunner:
                 await session.execute(
                     update(ScarCommand)
                     .where(
-                        ScarCommand.idempotency_key == f"phase:{attempt.id}",
+                        ScarCommand.idempotency_key == keys.phase_command(attempt.id),
                         ScarCommand.status == ScarCommandStatus.RUNNING,
                     )
                     .values(

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from project_orchestrator import keys
 from project_orchestrator.agent.protocol import Conversation
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
 from project_orchestrator.channels.github import GitHubReplier
@@ -113,19 +114,19 @@ class GitHubEventHandler:
         parsed = parse_comment(comment.get("body") or "", self.settings.github_bot_mention)
         if not parsed.mentioned:
             return EventStatus.IGNORED
-        key_base = f"github:{repo.lower()}#{number}:comment:{comment['id']}"
+        key_base = keys.github_comment(repo, number, comment["id"])
         if not self._allowed(login, comment.get("author_association")):
             self.audit.record(
                 AuditAction.UNAUTHORIZED_ACCESS,
                 result=AuditResult.DENIED,
-                user_id=f"github:{login}",
+                user_id=keys.github_user(login),
                 details={"repo": repo, "issue": number, "reason": "not a collaborator"},
             )
             # One refusal per person and thread, however often they ask.
             await self.replier.reply(
                 repo,
                 number,
-                f"github:{repo.lower()}#{number}:refusal:{login.lower()}",
+                keys.github_refusal(repo, number, login),
                 f"Sorry @{login}, I can only take instructions from this repository's "
                 "collaborators.",
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from project_orchestrator import keys
+
 # Metric labels come from this list only: a header is the caller's input, and an
 # unbounded label would let anyone grow the metrics without limit.
 KNOWN_EVENTS = frozenset(
@@ -37,5 +39,5 @@ def serial_key_for(payload: dict[str, Any]) -> str:
     if isinstance(repository, dict):
         full_name = repository.get("full_name")
         if isinstance(full_name, str) and full_name:
-            return f"github:{full_name.lower()}"
-    return "github:-"
+            return keys.github_serial(full_name)
+    return keys.github_serial(None)

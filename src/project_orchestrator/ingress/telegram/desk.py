@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from telegram import CallbackQuery, User
 
+from project_orchestrator import keys
 from project_orchestrator.agent.protocol import Conversation
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
 from project_orchestrator.channels.telegram import TelegramChannel
@@ -90,7 +91,7 @@ class TelegramDesk:
         self.audit.record(
             AuditAction.UNAUTHORIZED_ACCESS,
             result=AuditResult.DENIED,
-            user_id=f"telegram:{said.user.id}",
+            user_id=keys.telegram_user(said.user.id),
             details={"channel": "telegram", "reason": "not in TELEGRAM_ALLOWED_USER_IDS"},
         )
 
@@ -107,7 +108,7 @@ class TelegramDesk:
         return chat
 
     async def reply(self, said: Said, text: str) -> None:
-        await self.channel.deliver(said.chat_id, f"telegram:{said.update_id}:reply", text)
+        await self.channel.deliver(said.chat_id, keys.telegram_reply(said.update_id), text)
 
     # --- messages ------------------------------------------------------------------
 

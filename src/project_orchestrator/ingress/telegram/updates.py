@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from project_orchestrator import metrics
+from project_orchestrator import keys, metrics
 from project_orchestrator.events.models import EventSource
 from project_orchestrator.events.writer import NewEvent, Stored, StoreUnavailable
 from project_orchestrator.logging import get_logger
@@ -112,17 +112,18 @@ def serial_key_for(update: dict[str, Any], kind: str) -> str:
     """Updates of one chat are handled one at a time, in order of arrival."""
     body = update.get(kind)
     if not isinstance(body, dict):
-        return "telegram:-"
+        return keys.telegram_serial(None)
     if kind == "callback_query":
         chat_id = _chat_id(body.get("message"))
         if chat_id is not None:
-            return f"telegram:{chat_id}"
+            return keys.telegram_serial(chat_id)
         # A button on an inline message has no chat: keep its presser's clicks in order.
         sender = body.get("from")
         user_id = _int(sender.get("id")) if isinstance(sender, dict) else None
-        return f"telegram:user:{user_id}" if user_id is not None else "telegram:-"
-    chat_id = _chat_id(body)
-    return f"telegram:{chat_id}" if chat_id is not None else "telegram:-"
+        if user_id is None:
+            return keys.telegram_serial(None)
+        return keys.telegram_user_serial(user_id)
+    return keys.telegram_serial(_chat_id(body))
 
 
 def event_from_update(
