@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from project_orchestrator.db.engine import Database
 from tests.support.github_payloads import issue_comment, signed
-from tests.test_github_webhook import SECRET, URL, webhook_client
+from tests.support.webhooks import SECRET, URL, webhook_client
 
 KEY = "api-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 
-from project_orchestrator.app import create_app
 from project_orchestrator.db.engine import Database
-from tests.conftest import make_settings
 from tests.support.github_payloads import issue_comment, signed
 from tests.support.records import audit_entries, event_and_job_counts
-
-SECRET = "webhook-secret-0123456789"
-URL = "/webhooks/github"
-
-
-@asynccontextmanager
-async def webhook_client(
-    tmp_path: Path, database_url: str, client_ip: str = "127.0.0.1", **overrides: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    values: dict[str, Any] = {"database_url": database_url, "github_webhook_secret": SECRET}
-    values.update(overrides)
-    app = create_app(make_settings(tmp_path, **values))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app, client=(client_ip, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client
+from tests.support.webhooks import SECRET, URL, webhook_client
 
 
 async def test_accepted_then_duplicate(tmp_path: Path, database_url: str, db: Database) -> None:

@@ -26,8 +26,8 @@ from project_orchestrator.workflow.models import (
 from tests.conftest import make_settings
 from tests.support.fake_github import FakeGitHub
 from tests.support.github_payloads import issue_comment, repository, signed
+from tests.support.webhooks import SECRET, URL, webhook_client
 from tests.support.worker import work_until_idle
-from tests.test_github_webhook import SECRET, URL, webhook_client
 
 REPO = "acme/widgets"
 

@@ -18,12 +18,11 @@ from tests.support.fake_github import FakeGitHub
 from tests.support.fake_scar import FakeScar
 from tests.support.github_payloads import issue_comment
 from tests.support.journey import (
-    BRAINSTORM,
     OWNER,
     REPO,
     Journey,
+    brainstorm_to_vision_gate,
     journey_settings,
-    script_brainstorm,
 )
 
 
@@ -38,12 +37,6 @@ async def journey(
 ) -> Journey:
     settings = journey_settings(tmp_path, database_url, github, anthropic[1], scar[1])
     return Journey(tmp_path, database_url, db, settings, github, anthropic[0], scar[0])
-
-
-async def brainstorm_to_vision_gate(journey: Journey) -> None:
-    script_brainstorm(journey.anthropic)
-    for message in BRAINSTORM:
-        await journey.comment(message)
 
 
 async def test_from_an_idea_to_a_merged_pull_request(journey: Journey) -> None:

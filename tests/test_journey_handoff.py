@@ -19,8 +19,13 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_http import FakeServer
 from tests.support.fake_scar import FakeScar
-from tests.support.journey import REPO, Journey, journey_settings, tool_use
-from tests.test_journey import brainstorm_to_vision_gate
+from tests.support.journey import (
+    REPO,
+    Journey,
+    brainstorm_to_vision_gate,
+    journey_settings,
+    tool_use,
+)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from tests.support.journey import (
     journey_settings,
     script_brainstorm,
 )
-from tests.test_github_webhook import SECRET, URL, webhook_client
+from tests.support.webhooks import SECRET, URL, webhook_client
 
 SCAR_LOGIN = "scar"
 COMMAND_PREFIX = "@scar /command-invoke "

@@ -15,8 +15,8 @@ from project_orchestrator.queue.worker import run_worker
 from tests.conftest import make_settings
 from tests.support.fake_github import FakeGitHub
 from tests.support.github_payloads import issue_comment, signed
+from tests.support.webhooks import SECRET, URL, webhook_client
 from tests.support.worker import FAST_RETRIES, wait_until_idle
-from tests.test_github_webhook import SECRET, URL, webhook_client
 
 REPOS = ["acme/one", "acme/two", "acme/three", "acme/four"]
 

@@ -49,8 +49,8 @@ from tests.support.journey import (
     journey_settings,
     script_brainstorm,
 )
+from tests.support.webhooks import SECRET, URL, webhook_client
 from tests.support.worker import FAST_RETRIES, unfinished_jobs, work_until_idle
-from tests.test_github_webhook import SECRET, URL, webhook_client
 
 # Takes over a dead worker's job quickly: its heartbeat is stale after a second.
 TAKE_OVER = replace(FAST_RETRIES, heartbeat_timeout=timedelta(seconds=1))

@@ -15,8 +15,8 @@ from tests.conftest import make_settings
 from tests.support.fake_github import FakeGitHub
 from tests.support.github_payloads import issue_comment, signed
 from tests.support.postgres import RestartablePostgres
+from tests.support.webhooks import SECRET, URL, webhook_client
 from tests.support.worker import FAST_RETRIES
-from tests.test_github_webhook import SECRET, URL, webhook_client
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from tests.support.cli import COMMAND, clean_environment
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_http import unused_tcp_url
 from tests.support.github_payloads import issue_comment, signed
-from tests.test_github_webhook import SECRET, URL, webhook_client
+from tests.support.webhooks import SECRET, URL, webhook_client
 
 pytestmark = pytest.mark.slow
 REPO = "acme/widgets"

@@ -41,8 +41,8 @@ from tests.support.journey import (
     Journey,
 )
 from tests.support.postgres import RestartablePostgres
+from tests.support.webhooks import SECRET, URL, webhook_client
 from tests.support.worker import FAST_RETRIES, wait_until_idle, work_until_idle
-from tests.test_github_webhook import SECRET, URL, webhook_client
 
 # The issue every `/help` comment of the streams is made on (one per repository).
 THREAD = 1

@@ -23,8 +23,8 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_scar import FakeScar
 from tests.support.github_payloads import issue_comment, signed
+from tests.support.webhooks import SECRET, URL, webhook_client
 from tests.support.worker import work_until_idle
-from tests.test_github_webhook import SECRET, URL, webhook_client
 
 REPO = "acme/widgets"
 ISSUE = 7
@@ -183,3 +183,10 @@ BRAINSTORM = (
     "@orchestrator A weekly plan, a shopping list, recipe swaps. They plan on Sunday and "
     "shop. It works if they cook three planned dinners a week.",
 )
+
+
+async def brainstorm_to_vision_gate(journey: Journey) -> None:
+    """The three-message brainstorm, on the project's issue, up to the vision question."""
+    script_brainstorm(journey.anthropic)
+    for message in BRAINSTORM:
+        await journey.comment(message)
