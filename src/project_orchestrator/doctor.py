@@ -12,60 +12,31 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from project_orchestrator.config import Settings, database_password, normalise_database_url
+from project_orchestrator.doctor_ops import check_queue, check_rate_limit_storage
+from project_orchestrator.doctor_results import (
+    ANTHROPIC_VERSION,
+    DATABASE_CONNECT_TIMEOUT_SECONDS,
+    DATABASE_TIMEOUT_SECONDS,
+    GITHUB_API_VERSION,
+    HTTP_TIMEOUT_SECONDS,
+    CheckResult,
+    CheckStatus,
+    fail,
+    ok,
+    safe_url,
+    warn,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-HTTP_TIMEOUT_SECONDS = 5.0
-DATABASE_CONNECT_TIMEOUT_SECONDS = 3.0
-DATABASE_TIMEOUT_SECONDS = 5.0
-ANTHROPIC_VERSION = "2023-06-01"
-GITHUB_API_VERSION = "2022-11-28"
 _REDACTED = "[redacted]"
-
-
-class CheckStatus(StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    status: CheckStatus
-    message: str
-    hint: str | None = None
-
-
-def _ok(name: str, message: str) -> CheckResult:
-    return CheckResult(name, CheckStatus.OK, message)
-
-
-def _warn(name: str, message: str, hint: str | None = None) -> CheckResult:
-    return CheckResult(name, CheckStatus.WARN, message, hint)
-
-
-def _fail(name: str, message: str, hint: str | None = None) -> CheckResult:
-    return CheckResult(name, CheckStatus.FAIL, message, hint)
-
-
-def safe_url(url: str) -> str:
-    """The URL without user info, query or fragment (where credentials hide)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(invalid URL)"
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def _http_error(exc: httpx.HTTPError) -> str:
@@ -99,20 +70,20 @@ def check_config(settings: Settings) -> CheckResult:
         missing = settings.missing_production_secrets()
         if missing:
             listed = ", ".join(missing)
-            return _fail(
+            return fail(
                 name,
                 f"production is missing required settings: {listed}",
                 f"set {listed}; `orchestrator serve` refuses to start without them",
             )
         if settings.telegram_mode != "off" and not settings.telegram_allowed_user_ids:
-            return _warn(
+            return warn(
                 name,
                 "production; TELEGRAM_ALLOWED_USER_IDS is empty, so nobody may use the bot",
                 "set TELEGRAM_ALLOWED_USER_IDS to the Telegram user ids allowed to talk to it",
             )
     off = _integrations_off(settings)
     if not off:
-        return _ok(name, f"{settings.app_env}; API, AI, Telegram and GitHub configured")
+        return ok(name, f"{settings.app_env}; API, AI, Telegram and GitHub configured")
     described = ", ".join(
         f"{what} ({setting}=off)" if setting == "TELEGRAM_MODE" else f"{what} ({setting} unset)"
         for what, setting in off
@@ -126,7 +97,7 @@ def check_config(settings: Settings) -> CheckResult:
     if any(setting == "TELEGRAM_MODE" for _, setting in off):
         extra = "set TELEGRAM_MODE=polling or webhook for Telegram"
         hint = f"{hint}; {extra}" if hint else extra
-    return _warn(name, f"{settings.app_env}; off: {described}", hint)
+    return warn(name, f"{settings.app_env}; off: {described}", hint)
 
 
 # --- database and migrations -------------------------------------------------------------
@@ -157,24 +128,24 @@ def _database_failure(exc: BaseException, server: str, where: str) -> CheckResul
     kind = type(root).__name__
     running = f"check that PostgreSQL is running at {server} and that DATABASE_URL is right"
     if isinstance(root, TimeoutError):
-        return _fail("database", f"timed out connecting to {where}", running)
+        return fail("database", f"timed out connecting to {where}", running)
     if kind in {"InvalidPasswordError", "InvalidAuthorizationSpecificationError"}:
-        return _fail(
+        return fail(
             "database",
             f"{where} refused the login",
             "check the user name and password in DATABASE_URL",
         )
     if kind == "InvalidCatalogNameError":
-        return _fail(
+        return fail(
             "database",
             f"{where}: the database does not exist",
             "create it (createdb NAME) or fix the database name in DATABASE_URL",
         )
     if isinstance(root, socket.gaierror):
-        return _fail("database", f"unknown host in {where}", "fix the host in DATABASE_URL")
+        return fail("database", f"unknown host in {where}", "fix the host in DATABASE_URL")
     if isinstance(root, ConnectionRefusedError):
-        return _fail("database", f"connection refused by {where}", running)
-    return _fail("database", f"cannot connect to {where} ({kind})", running)
+        return fail("database", f"connection refused by {where}", running)
+    return fail("database", f"cannot connect to {where} ({kind})", running)
 
 
 def _revisions() -> tuple[frozenset[str], frozenset[str]]:
@@ -199,18 +170,18 @@ async def _check_migrations(conn: AsyncConnection) -> CheckResult:
     applied = await applied_revisions(conn)
     if applied == heads:
         if not heads:
-            return _ok(name, "no migrations defined")
-        return _ok(name, f"at head ({_names(heads)})")
+            return ok(name, "no migrations defined")
+        return ok(name, f"at head ({_names(heads)})")
     unknown = applied - known
     if unknown:
-        return _fail(
+        return fail(
             name,
             f"database is at revision {_names(unknown)}, which this code does not know",
             "run the version of the service that migrated this database, "
             "or point DATABASE_URL at the right database",
         )
     at = f"at {_names(applied)}" if applied else "not migrated yet"
-    return _fail(
+    return fail(
         name,
         f"migrations pending: database is {at}, code expects {_names(heads)}",
         "run `orchestrator migrate`",
@@ -224,7 +195,7 @@ async def check_database(
     if database_url is None:
         pgdata = (settings.data_dir / "postgres").resolve()
         return (
-            _warn(
+            warn(
                 "database",
                 f"DATABASE_URL is unset: embedded PostgreSQL under DATA_DIR ({pgdata}) "
                 "will be used",
@@ -232,15 +203,15 @@ async def check_database(
                 if settings.is_production
                 else None,
             ),
-            _warn("migrations", "not checked: `orchestrator serve` migrates the embedded database"),
+            warn("migrations", "not checked: `orchestrator serve` migrates the embedded database"),
         )
-    skipped = _warn("migrations", "not checked: the database is unreachable")
+    skipped = warn("migrations", "not checked: the database is unreachable")
     try:
         url = normalise_database_url(database_url)
         server, where = describe_database(url)
     except Exception:
         return (
-            _fail(
+            fail(
                 "database",
                 "DATABASE_URL is not a valid PostgreSQL URL",
                 "use postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB",
@@ -274,12 +245,12 @@ async def check_database(
         except Exception as exc:
             return _database_failure(exc, server, where), skipped
         try:
-            database = _ok("database", f"connected to {where}")
+            database = ok("database", f"connected to {where}")
             try:
                 async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
                     migrations = await _check_migrations(conn)
             except Exception as exc:
-                migrations = _fail(
+                migrations = fail(
                     "migrations",
                     f"could not read the schema version ({type(_root_cause(exc)).__name__})",
                     "check that the DATABASE_URL user may read the alembic_version table",
@@ -298,7 +269,7 @@ async def check_ai(settings: Settings, http: httpx.AsyncClient) -> CheckResult:
     name = "ai"
     key = settings.anthropic_api_key
     if key is None:
-        return _warn(
+        return warn(
             name,
             "not configured (ANTHROPIC_API_KEY unset): the agent cannot answer",
             "set ANTHROPIC_API_KEY",
@@ -311,27 +282,27 @@ async def check_ai(settings: Settings, http: httpx.AsyncClient) -> CheckResult:
             headers={"x-api-key": key.get_secret_value(), "anthropic-version": ANTHROPIC_VERSION},
         )
     except httpx.HTTPError as exc:
-        return _fail(
+        return fail(
             name,
             f"unreachable: {where} ({_http_error(exc)})",
             "check network access to the Anthropic API and ANTHROPIC_BASE_URL",
         )
     code = response.status_code
     if code == 200:
-        return _ok(name, f"key accepted by {where} (model {settings.anthropic_model})")
+        return ok(name, f"key accepted by {where} (model {settings.anthropic_model})")
     if code in {401, 403}:
-        return _fail(
+        return fail(
             name,
             f"key rejected by {where} (HTTP {code})",
             "check ANTHROPIC_API_KEY: it may be mistyped, revoked or for another organisation",
         )
     if code == 429 or code >= 500:
-        return _warn(
+        return warn(
             name,
             f"{where} answered HTTP {code} (rate limited or overloaded)",
             "try again shortly; the agent retries such errors by itself",
         )
-    return _fail(
+    return fail(
         name,
         f"unexpected answer from {where}/v1/models (HTTP {code})",
         "check ANTHROPIC_BASE_URL",
@@ -361,7 +332,7 @@ async def check_telegram(settings: Settings, http: httpx.AsyncClient) -> CheckRe
     name = "telegram"
     token = settings.telegram_bot_token
     if token is None:
-        return _warn(
+        return warn(
             name,
             "not configured (TELEGRAM_BOT_TOKEN unset)",
             "set TELEGRAM_BOT_TOKEN to the token @BotFather gave you",
@@ -373,20 +344,20 @@ async def check_telegram(settings: Settings, http: httpx.AsyncClient) -> CheckRe
     try:
         code, body = await _bot_api(http, base, "getMe")
     except httpx.HTTPError as exc:
-        return _fail(
+        return fail(
             name,
             f"Bot API unreachable: {where} ({_http_error(exc)})",
             "check network access to the Bot API and TELEGRAM_API_BASE_URL",
         )
     if code in {401, 404}:
-        return _fail(
+        return fail(
             name,
             f"token rejected by {where} (HTTP {code})",
             "check TELEGRAM_BOT_TOKEN (@BotFather's /token shows the current one)",
         )
     me = _telegram_result(body)
     if code != 200 or me is None:
-        return _fail(
+        return fail(
             name,
             f"unexpected answer from {where} getMe (HTTP {code})",
             "check TELEGRAM_API_BASE_URL",
@@ -394,7 +365,7 @@ async def check_telegram(settings: Settings, http: httpx.AsyncClient) -> CheckRe
     bot = f"@{me.get('username', '?')}"
     mode = settings.telegram_mode
     if mode == "off":
-        return _warn(
+        return warn(
             name,
             f"bot {bot} is valid, but TELEGRAM_MODE=off: it receives nothing",
             "set TELEGRAM_MODE=webhook (or polling in development)",
@@ -402,21 +373,21 @@ async def check_telegram(settings: Settings, http: httpx.AsyncClient) -> CheckRe
     try:
         code, body = await _bot_api(http, base, "getWebhookInfo")
     except httpx.HTTPError as exc:
-        return _warn(name, f"bot {bot}; could not read its webhook ({_http_error(exc)})")
+        return warn(name, f"bot {bot}; could not read its webhook ({_http_error(exc)})")
     info = _telegram_result(body)
     if code != 200 or info is None:
-        return _warn(name, f"bot {bot}; could not read its webhook (HTTP {code})")
+        return warn(name, f"bot {bot}; could not read its webhook (HTTP {code})")
     webhook = str(info.get("url") or "")
     if mode == "polling":
         if webhook:
-            return _warn(
+            return warn(
                 name,
                 f"bot {bot} polls, but a webhook is set, so polling receives nothing",
                 "run `orchestrator telegram delete-webhook`",
             )
-        return _ok(name, f"bot {bot}, polling")
+        return ok(name, f"bot {bot}, polling")
     if not webhook:
-        return _warn(
+        return warn(
             name,
             f"bot {bot}: no webhook is set, so no updates arrive",
             "run `orchestrator telegram set-webhook URL` with this service's public "
@@ -425,14 +396,14 @@ async def check_telegram(settings: Settings, http: httpx.AsyncClient) -> CheckRe
     last_error = info.get("last_error_message")
     if last_error:
         pending = info.get("pending_update_count", 0)
-        return _warn(
+        return warn(
             name,
             f"bot {bot}: webhook {safe_url(webhook)} last failed: {str(last_error)[:200]} "
             f"({pending} updates pending)",
             "make sure the URL reaches this service and TELEGRAM_WEBHOOK_SECRET matches, "
             "then run `orchestrator telegram set-webhook URL` again",
         )
-    return _ok(name, f"bot {bot}, webhook {safe_url(webhook)}")
+    return ok(name, f"bot {bot}, webhook {safe_url(webhook)}")
 
 
 # --- GitHub ------------------------------------------------------------------------------
@@ -446,7 +417,7 @@ async def check_github(settings: Settings, http: httpx.AsyncClient) -> CheckResu
     name = "github"
     token = settings.github_access_token
     if token is None:
-        return _warn(
+        return warn(
             name,
             "not configured (GITHUB_ACCESS_TOKEN unset)",
             "set GITHUB_ACCESS_TOKEN to work in GitHub issues and pull requests",
@@ -463,26 +434,26 @@ async def check_github(settings: Settings, http: httpx.AsyncClient) -> CheckResu
             },
         )
     except httpx.HTTPError as exc:
-        return _fail(
+        return fail(
             name,
             f"GitHub API unreachable: {where} ({_http_error(exc)})",
             "check network access to GitHub and GITHUB_API_URL",
         )
     code = response.status_code
     if code == 401:
-        return _fail(
+        return fail(
             name,
             f"token rejected by {where} (HTTP 401)",
             "check GITHUB_ACCESS_TOKEN: it may be mistyped, expired or revoked",
         )
     if code == 403:
-        return _warn(
+        return warn(
             name,
             f"{where}/user refused the token (HTTP 403: rate limited or not allowed)",
             "check the token's permissions and GitHub's rate limit",
         )
     if code != 200:
-        return _fail(
+        return fail(
             name,
             f"unexpected answer from {where}/user (HTTP {code})",
             "check GITHUB_API_URL (GitHub Enterprise: https://HOST/api/v3)",
@@ -492,7 +463,7 @@ async def check_github(settings: Settings, http: httpx.AsyncClient) -> CheckResu
     except (ValueError, AttributeError):
         login = "?"
     if not settings.github_webhook_secret:
-        return _warn(
+        return warn(
             name,
             f"authenticated as {login}, but GITHUB_WEBHOOK_SECRET is unset: "
             "/webhooks/github refuses every delivery",
@@ -502,20 +473,20 @@ async def check_github(settings: Settings, http: httpx.AsyncClient) -> CheckResu
     if scopes is not None:
         granted = {s.strip() for s in scopes.split(",")}
         if not granted & {"repo", "public_repo"}:
-            return _warn(
+            return warn(
                 name,
                 f"authenticated as {login}, but the token lacks the repo scope",
                 "give the token the repo scope (or public_repo for public repositories)",
             )
     remaining = response.headers.get("x-ratelimit-remaining")
     if remaining is not None and remaining.isdigit() and int(remaining) < LOW_GITHUB_QUOTA:
-        return _warn(
+        return warn(
             name,
             f"authenticated as {login}, but only {remaining} API requests are left this hour",
             "replies wait for GitHub's reset; if this is frequent, use a token with a "
             "larger quota (a GitHub App installation)",
         )
-    return _ok(name, f"authenticated as {login}")
+    return ok(name, f"authenticated as {login}")
 
 
 # --- SCAR --------------------------------------------------------------------------------
@@ -525,12 +496,12 @@ async def check_scar(settings: Settings, http: httpx.AsyncClient) -> CheckResult
     name = "scar"
     if settings.scar_transport == "github":
         if not settings.github_enabled:
-            return _fail(
+            return fail(
                 name,
                 "SCAR_TRANSPORT=github, but GITHUB_ACCESS_TOKEN is unset",
                 "set GITHUB_ACCESS_TOKEN, or use SCAR_TRANSPORT=http with SCAR_BASE_URL",
             )
-        return _ok(name, f"through GitHub comments addressed to {settings.scar_github_mention}")
+        return ok(name, f"through GitHub comments addressed to {settings.scar_github_mention}")
     base = settings.scar_base_url.rstrip("/")
     where = safe_url(base)
     configured = "scar_base_url" in settings.model_fields_set
@@ -538,19 +509,19 @@ async def check_scar(settings: Settings, http: httpx.AsyncClient) -> CheckResult
         health = await http.get(f"{base}/health")
     except httpx.HTTPError as exc:
         if not configured:
-            return _warn(
+            return warn(
                 name,
                 f"SCAR_BASE_URL unset and nothing answers at the default {where} "
                 f"({_http_error(exc)})",
                 "set SCAR_BASE_URL to SCAR's HTTP adapter, or SCAR_TRANSPORT=github",
             )
-        return _fail(
+        return fail(
             name,
             f"unreachable: {where} ({_http_error(exc)})",
             "start SCAR or fix SCAR_BASE_URL (or use SCAR_TRANSPORT=github)",
         )
     if health.status_code != 200:
-        return _fail(
+        return fail(
             name,
             f"{where}/health answered HTTP {health.status_code}",
             "check that SCAR_BASE_URL points at SCAR's HTTP adapter",
@@ -558,23 +529,23 @@ async def check_scar(settings: Settings, http: httpx.AsyncClient) -> CheckResult
     try:
         concurrency = await http.get(f"{base}/health/concurrency")
     except httpx.HTTPError as exc:
-        return _warn(name, f"reachable at {where}; /health/concurrency failed ({_http_error(exc)})")
+        return warn(name, f"reachable at {where}; /health/concurrency failed ({_http_error(exc)})")
     if concurrency.status_code == 404:
-        return _warn(
+        return warn(
             name,
             f"reachable at {where}, but it has no /health/concurrency: commands end on a "
             "quiet period instead",
             "update SCAR to a version with GET /health/concurrency",
         )
     if concurrency.status_code != 200:
-        return _warn(
+        return warn(
             name, f"reachable at {where}; /health/concurrency answered {concurrency.status_code}"
         )
     try:
         active = len(concurrency.json().get("activeConversationIds") or [])
     except (ValueError, AttributeError, TypeError):
         active = 0
-    return _ok(name, f"reachable at {where} ({active} active conversations)")
+    return ok(name, f"reachable at {where} ({active} active conversations)")
 
 
 # --- running and rendering ---------------------------------------------------------------
@@ -584,7 +555,7 @@ async def _guarded(name: str, check: Awaitable[CheckResult]) -> CheckResult:
     try:
         return await check
     except Exception as exc:
-        return _fail(name, f"the check itself failed ({type(exc).__name__})")
+        return fail(name, f"the check itself failed ({type(exc).__name__})")
 
 
 async def _guarded_database(
@@ -594,8 +565,8 @@ async def _guarded_database(
         return await check_database(settings, database_url)
     except Exception as exc:
         return (
-            _fail("database", f"the check itself failed ({type(exc).__name__})"),
-            _warn("migrations", "not checked: the database check failed"),
+            fail("database", f"the check itself failed ({type(exc).__name__})"),
+            warn("migrations", "not checked: the database check failed"),
         )
 
 
@@ -611,13 +582,12 @@ def _redact(result: CheckResult, secrets: list[str]) -> CheckResult:
 async def run_checks(settings: Settings, database_url: str | None = None) -> list[CheckResult]:
     """Config, database, migrations, queue, rate-limit, ai, telegram, github, scar: always
     in that order."""
-    from project_orchestrator.doctor_ops import check_queue, check_rate_limit_storage
 
     url = database_url or settings.database_url
     try:
         config = check_config(settings)
     except Exception as exc:
-        config = _fail("config", f"the check itself failed ({type(exc).__name__})")
+        config = fail("config", f"the check itself failed ({type(exc).__name__})")
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS, follow_redirects=False) as http:
         (database, migrations), ai, telegram, github, scar = await asyncio.gather(
             _guarded_database(settings, url),
@@ -635,11 +605,11 @@ async def run_checks(settings: Settings, database_url: str | None = None) -> lis
         secrets.append(password)
     secrets.sort(key=len, reverse=True)
     if url is None:
-        queue = _warn("queue", "not checked: the embedded database is not running")
+        queue = warn("queue", "not checked: the embedded database is not running")
     elif database.status is not CheckStatus.OK:
-        queue = _warn("queue", "not checked: the database is unreachable")
+        queue = warn("queue", "not checked: the database is unreachable")
     elif migrations.status is not CheckStatus.OK:
-        queue = _warn("queue", "not checked: the schema is not at this release's version")
+        queue = warn("queue", "not checked: the schema is not at this release's version")
     else:
         queue = await _guarded("queue", check_queue(url))
     rate_limit = await _guarded("rate-limit", check_rate_limit_storage(settings))

@@ -1,6 +1,7 @@
 """`orchestrator doctor`'s operational checks: the job queue and the rate-limit store.
 
-Kept apart from doctor.py (the dependency checks) so each module stays readable.
+Kept apart from doctor.py (the dependency checks) so each module stays readable; both
+build on doctor_results.py.
 """
 
 from __future__ import annotations
@@ -8,15 +9,15 @@ from __future__ import annotations
 import asyncio
 
 from project_orchestrator.config import Settings, normalise_database_url
-from project_orchestrator.doctor import (
+from project_orchestrator.doctor_results import (
     DATABASE_CONNECT_TIMEOUT_SECONDS,
     DATABASE_TIMEOUT_SECONDS,
     CheckResult,
+    fail,
+    ok,
     safe_url,
+    warn,
 )
-from project_orchestrator.doctor import _fail as fail
-from project_orchestrator.doctor import _ok as ok
-from project_orchestrator.doctor import _warn as warn
 
 # A job waiting longer than this means no worker is taking jobs.
 STALE_JOB_SECONDS = 300
