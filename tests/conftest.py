@@ -72,7 +72,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "data_dir": tmp_path / "data",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def github() -> Iterator[FakeGitHub]:
     fake = FakeGitHub()
     fake.add_issue("acme/widgets", 7)
     with FakeServer(fake.app) as server:
-        fake.base_url = server.url  # type: ignore[attr-defined]  # where tests point PyGithub
+        fake.base_url = server.url  # where tests point PyGithub
         yield fake
 
 

@@ -471,7 +471,7 @@ async def test_gateway_timeout_is_unavailable(
 
 
 def _settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 def test_build_gateway_without_a_key_is_none() -> None:

@@ -57,7 +57,7 @@ async def api_client(
 
 
 def github_settings(github: FakeGitHub) -> dict[str, Any]:
-    base_url: str = github.base_url  # type: ignore[attr-defined]  # set by the fixture
+    base_url: str = github.base_url  # set by the fixture
     return {"github_access_token": "ghp-test-token-123456", "github_api_url": base_url}
 
 

@@ -93,9 +93,13 @@ def test_concurrent_processes_and_threads_never_interleave(tmp_path: Path) -> No
     threads = [
         threading.Thread(target=_write_many, args=(str(path), 10 + w, 100)) for w in range(3)
     ]
-    for worker in [*processes, *threads]:
+    workers: list[multiprocessing.process.BaseProcess | threading.Thread] = [
+        *processes,
+        *threads,
+    ]
+    for worker in workers:
         worker.start()
-    for worker in [*processes, *threads]:
+    for worker in workers:
         worker.join(timeout=60)
     entries = _lines(path)  # every line parses: none was torn or interleaved
     assert len(entries) == 600

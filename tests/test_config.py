@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -9,8 +11,8 @@ from project_orchestrator.config import Settings
 from project_orchestrator.errors import ConfigurationError
 
 
-def _settings(**env: str) -> Settings:
-    return Settings(_env_file=None, **env)  # type: ignore[call-arg]
+def _settings(**env: Any) -> Settings:
+    return Settings(_env_file=None, **env)
 
 
 def test_development_starts_with_no_secrets() -> None:

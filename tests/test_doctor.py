@@ -16,13 +16,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from project_orchestrator.config import Settings
-from project_orchestrator.doctor import (
-    CheckResult,
-    CheckStatus,
-    exit_code,
-    render,
-    run_checks,
-)
+from project_orchestrator.doctor import exit_code, render, run_checks
+from project_orchestrator.doctor_results import CheckResult, CheckStatus
 from tests.conftest import make_settings
 from tests.support import postgres
 from tests.support.cli import run_cli

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import text
 
 from project_orchestrator.db.engine import Database
-from project_orchestrator.doctor import CheckStatus
 from project_orchestrator.doctor_ops import check_queue, check_rate_limit_storage
+from project_orchestrator.doctor_results import CheckStatus
 from tests.conftest import make_settings
 from tests.support.fake_http import unused_tcp_url
 

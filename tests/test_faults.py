@@ -105,7 +105,7 @@ async def test_workers_sigkilled_repeatedly_handle_every_event_exactly_once(
     figures = await worker_kill_scenario(
         tmp_path,
         database_url,
-        github.base_url,  # type: ignore[attr-defined]
+        github.base_url,
         stream,
         rng=rng,
         pace=0.25,  # ~15 s of stream, so the kills land while events keep arriving
@@ -130,7 +130,7 @@ async def test_two_apis_and_two_workers_on_one_database(
     figures = await shared_database_scenario(
         tmp_path,
         database_url,
-        github.base_url,  # type: ignore[attr-defined]
+        github.base_url,
         stream,
         rng=rng,
     )

@@ -47,7 +47,7 @@ async def test_two_workers_share_a_stream_with_duplicate_deliveries(
         tmp_path,
         database_url=database_url,
         github_access_token="ghp-test-token-123456",
-        github_api_url=github.base_url,  # type: ignore[attr-defined]
+        github_api_url=github.base_url,
     )
     audit = AuditLog(settings.audit_log_path)
     stop = asyncio.Event()

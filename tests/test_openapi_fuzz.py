@@ -381,7 +381,7 @@ def schema(live: LiveApp) -> schemathesis.BaseSchema:
 class Call:
     """A case and the request carrying it. `raw`: the body is ours (the webhooks)."""
 
-    case: Case
+    case: Case[Any]
     headers: dict[str, str]
     content: bytes = b""
     raw: bool = False
@@ -577,7 +577,7 @@ def _generated(operation: Any, seeded: Seeded) -> st.SearchStrategy[Call]:
     return st.one_of(strategies).map(_authorized)
 
 
-def _authorized(case: Case) -> Call:
+def _authorized(case: Case[Any]) -> Call:
     # Every call carries the key: the fuzzer gets past the authentication to the handlers.
     return Call(case, dict(AUTH))
 

@@ -29,7 +29,7 @@ async def test_worker_survives_a_database_restart(
         tmp_path,
         database_url=url,
         github_access_token="ghp-test-token-123456",
-        github_api_url=github.base_url,  # type: ignore[attr-defined]
+        github_api_url=github.base_url,
     )
     db = create_database(url, pool_size=2, max_overflow=2)
     stop = asyncio.Event()

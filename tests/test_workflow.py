@@ -20,6 +20,7 @@ from project_orchestrator.projects.models import Identity, MemberRole, Project, 
 from project_orchestrator.projects.service import Actor, create_project, github_identity
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.vision.render import brief_for_coding_agent
+from project_orchestrator.workflow.base import NotAllowed
 from project_orchestrator.workflow.machine import plan_request, scar_step
 from project_orchestrator.workflow.models import (
     ApprovalGate,
@@ -32,7 +33,7 @@ from project_orchestrator.workflow.models import (
     WorkflowPhase,
     WorkflowRun,
 )
-from project_orchestrator.workflow.service import NotAllowed, Workflow
+from project_orchestrator.workflow.service import Workflow
 
 
 class World:

@@ -111,6 +111,9 @@ class RepoState:
 class FakeGitHub(RepoHostingMixin):
     """GitHub REST state plus a Starlette app serving it (see the module docstring)."""
 
+    # Where the fixture serves it, for GITHUB_API_URL (set once the server is up).
+    base_url: str = ""
+
     def __init__(
         self,
         bot_login: str = "orchestrator",

@@ -515,7 +515,7 @@ async def drain_in_process(
         tmp_path,
         database_url=database_url,
         github_access_token="ghp-test-token-123456",
-        github_api_url=github.base_url,  # type: ignore[attr-defined]
+        github_api_url=github.base_url,
     )
     db = create_database(database_url, pool_size=5, max_overflow=5)
     try:

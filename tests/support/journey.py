@@ -44,7 +44,7 @@ def journey_settings(
         "database_url": database_url,
         "github_webhook_secret": SECRET,
         "github_access_token": "ghp-test-token-123456",
-        "github_api_url": github.base_url,  # type: ignore[attr-defined]
+        "github_api_url": github.base_url,
         "anthropic_api_key": "sk-ant-test-key-000000",
         "anthropic_base_url": anthropic_url,
         "scar_base_url": scar_url,

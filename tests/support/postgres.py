@@ -36,7 +36,7 @@ def start_embedded_server() -> str:
     import pgserver
 
     pgdata = Path(tempfile.mkdtemp(prefix="orchestrator-test-pg-"))
-    _embedded = pgserver.get_server(pgdata, cleanup_mode="delete")
+    _embedded = pgserver.get_server(pgdata, cleanup_mode="delete")  # type: ignore[attr-defined]
     socket_dir = _embedded.get_postmaster_info().socket_dir
     return f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
 
@@ -80,7 +80,7 @@ class RestartablePostgres:
     """A private embedded server the tests may stop and start (for outage tests)."""
 
     def __init__(self) -> None:
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
         from pgserver.postgres_server import get_server
 
         self._pg_ctl = pg_ctl
@@ -107,4 +107,4 @@ class RestartablePostgres:
 
     @property
     def _user(self) -> str | None:
-        return self._server.system_user  # type: ignore[no-any-return]
+        return self._server.system_user
