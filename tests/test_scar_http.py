@@ -481,3 +481,19 @@ async def test_a_claude_failure_in_stream_mode_is_recognised_and_retried() -> No
             output = await client.run(PLAN)
     assert fake.invocations.count(PLAN.text) == 2
     assert "API Error" not in output.text
+
+
+async def test_a_resumed_command_that_found_no_repository_opens_it_before_sending_again(
+    fake: FakeScar, server: FakeServer
+) -> None:
+    fake.add_repo("acme/widgets")
+    # An earlier attempt sent the command into a conversation without a repository.
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        await http.post(
+            "/test/message", json={"conversationId": LATER.conversation_id, "message": LATER.text}
+        )
+    await until(lambda: bool(fake.sent_texts(LATER.conversation_id)))
+    async with scar_client(server.url) as client:
+        output = await client.run(replace(LATER, sent_before=True))
+    assert output.text.startswith("## 📋 Implementation Plan Created")
+    assert fake.invocations == [LATER.text, "/repo widgets pull", "/commands", LATER.text]

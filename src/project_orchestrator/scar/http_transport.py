@@ -191,8 +191,12 @@ class HttpScarClient:
             return await self._command(
                 invocation, on_send, codebase, deadline, opened=False, ai_failures=1
             )
-        if recovery in ("repository", "commands"):
-            return await self._command(invocation, on_send, codebase, deadline, opened=False)
+        if recovery == "repository":
+            codebase = await self._open_repository(invocation, deadline)
+            return await self._command(invocation, on_send, codebase, deadline, opened=True)
+        if recovery == "commands":
+            await self._ensure_commands(invocation, deadline)
+            return await self._command(invocation, on_send, codebase, deadline, opened=True)
         return _output(messages, codebase)
 
     async def _back_off(self, invocation: ScarInvocation, failures: int, deadline: float) -> None:
