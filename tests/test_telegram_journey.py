@@ -112,13 +112,17 @@ def chat(
     return journey
 
 
-async def brainstorm_on_telegram(chat: Chat) -> None:
+async def brainstorm_on_telegram(
+    chat: Chat, *, repo: str | None = REPO, name: str = "Meal planner"
+) -> None:
+    """/start, /new, the agent linking `repo` (None: no repository), then the brainstorm."""
     await chat.send("/start")
     assert "/new" in chat.last()
-    await chat.send("/new Meal planner")
-    chat.anthropic.reply([tool_use("link_github_repo", {"repo": REPO})], "tool_use")
-    chat.anthropic.reply_text("Linked it. Tell me about the idea!")
-    await chat.send(f"The code lives in {REPO}")
+    await chat.send(f"/new {name}")
+    if repo is not None:
+        chat.anthropic.reply([tool_use("link_github_repo", {"repo": repo})], "tool_use")
+        chat.anthropic.reply_text("Linked it. Tell me about the idea!")
+        await chat.send(f"The code lives in {repo}")
     script_brainstorm(chat.anthropic)
     for message in BRAINSTORM:
         await chat.send(message.removeprefix("@orchestrator "))
@@ -207,18 +211,10 @@ async def test_start_on_telegram_and_approve_the_plan_on_github(chat: Chat) -> N
     assert "Shall I merge it?" in merge["plain"]  # the next question comes to Telegram too
 
 
-async def brainstorm_without_a_repository(chat: Chat) -> None:
-    await chat.send("/start")
-    await chat.send("/new Meal planner")
-    script_brainstorm(chat.anthropic)
-    for message in BRAINSTORM:
-        await chat.send(message.removeprefix("@orchestrator "))
-
-
 async def test_a_project_without_a_repository_gets_one_created(chat: Chat) -> None:
     chat.github.add_org("acme")
     chat.settings = chat.settings.model_copy(update={"github_repo_owner": "acme"})
-    await brainstorm_without_a_repository(chat)
+    await brainstorm_on_telegram(chat, repo=None)
     vision = chat.question()
     await chat.tap(chat.button(vision, "Approve"), vision["message_id"])
 
@@ -244,7 +240,7 @@ async def test_a_taken_name_gets_a_suffix(chat: Chat) -> None:
     chat.github.add_org("acme")
     chat.github.add_repo("acme/meal-planner")  # someone else's
     chat.settings = chat.settings.model_copy(update={"github_repo_owner": "acme"})
-    await brainstorm_without_a_repository(chat)
+    await brainstorm_on_telegram(chat, repo=None)
     vision = chat.question()
     await chat.tap(chat.button(vision, "Approve"), vision["message_id"])
     assert chat.github.created_repositories() == ["acme/meal-planner-2"]
@@ -252,7 +248,7 @@ async def test_a_taken_name_gets_a_suffix(chat: Chat) -> None:
 
 
 async def test_without_a_repository_owner_the_person_is_asked_for_one(chat: Chat) -> None:
-    await brainstorm_without_a_repository(chat)
+    await brainstorm_on_telegram(chat, repo=None)
     vision = chat.question()
     await chat.tap(chat.button(vision, "Approve"), vision["message_id"])
     run = await chat.run()
@@ -304,14 +300,7 @@ async def test_the_repository_cannot_change_under_an_approved_build(chat: Chat) 
 async def test_a_github_io_repository_is_built_in_the_folder_scar_made(chat: Chat) -> None:
     site = "acme/site.github.io"
     chat.github.add_repo(site)
-    await chat.send("/start")
-    await chat.send("/new Family site")
-    chat.anthropic.reply([tool_use("link_github_repo", {"repo": site})], "tool_use")
-    chat.anthropic.reply_text("Linked it. Tell me about the idea!")
-    await chat.send(f"The code lives in {site}")
-    script_brainstorm(chat.anthropic)
-    for message in BRAINSTORM:
-        await chat.send(message.removeprefix("@orchestrator "))
+    await brainstorm_on_telegram(chat, repo=site, name="Family site")
     for _gate in ("vision", "plan", "merge"):
         question = chat.question()
         await chat.tap(chat.button(question, "Approve"), question["message_id"])
