@@ -526,3 +526,17 @@ async def test_concurrent_sends_get_distinct_ids(bot: Bot, fake: FakeTelegram) -
 
     assert sorted(m.message_id for m in sent) == [1, 2, 3, 4, 5]
     assert len(fake.messages(CHAT)) == 5
+
+
+async def test_an_open_long_poll_confirms_its_offset_once_on_arrival(
+    bot: Bot, fake: FakeTelegram
+) -> None:
+    # A poller stopped mid-poll leaves its request open on the server; an update that
+    # arrives meanwhile (here one resent with an old id) must not be confirmed by it.
+    fake.push_update(text_update(7, CHAT, USER, "first"))
+    assert [u.update_id for u in await bot.get_updates(offset=8, timeout=0)] == []
+    poll = asyncio.create_task(bot.get_updates(offset=8, timeout=1))
+    await asyncio.sleep(0.1)
+    fake.push_update(text_update(7, CHAT, USER, "again"))
+    await poll
+    assert [u["update_id"] for u in fake.pending_updates] == [7]

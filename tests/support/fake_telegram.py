@@ -826,6 +826,7 @@ class FakeTelegram:
         timeout = max(float(params.get("timeout") or 0), 0.0)
         allowed = params.get("allowed_updates")
         deadline = time.monotonic() + min(timeout, self.max_long_poll_seconds)
+        confirmed = False
         while True:
             with self._lock:
                 if self._webhook["url"]:
@@ -834,10 +835,13 @@ class FakeTelegram:
                         "Conflict: can't use getUpdates method while webhook is active; "
                         "use deleteWebhook to delete the webhook first",
                     )
-                if offset < 0:
+                # The offset confirms what came before it once, when the request arrives,
+                # as Telegram does: a long poll still open does not keep confirming.
+                if not confirmed and offset < 0:
                     self._updates = self._updates[offset:]
-                elif offset > 0:
+                elif not confirmed and offset > 0:
                     self._updates = [u for u in self._updates if u["update_id"] >= offset]
+                confirmed = True
                 if allowed:
                     self._updates = [u for u in self._updates if _update_type(u) in allowed]
                 if self._updates or time.monotonic() >= deadline:
