@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -23,6 +23,9 @@ from tests.support.fake_github import FakeGitHub
 from tests.support.fake_http import FakeServer
 from tests.support.fake_scar import FakeScar
 from tests.support.fake_telegram import FakeTelegram
+
+if TYPE_CHECKING:
+    from tests.support.journey import Journey
 
 # Every variable the service reads; the developer's own environment must not leak in.
 _OWN_VARIABLES = set(Settings.model_fields) | {
@@ -132,3 +135,36 @@ def private_postgres() -> Iterator[postgres.RestartablePostgres]:
     upgrade_to_head(server.url)
     yield server
     server.close()
+
+
+@pytest.fixture
+def journey_scar(scar: tuple[FakeScar, str]) -> tuple[FakeScar, str]:
+    """The SCAR a journey talks to; a test module overrides it for another kind."""
+    return scar
+
+
+@pytest.fixture
+def journey_overrides() -> dict[str, Any]:
+    """Settings a test module's journeys change (none by default)."""
+    return {}
+
+
+@pytest.fixture
+async def journey(
+    tmp_path: Path,
+    database_url: str,
+    db: Database,
+    github: FakeGitHub,
+    anthropic: tuple[FakeAnthropic, str],
+    journey_scar: tuple[FakeScar, str],
+    journey_overrides: dict[str, Any],
+) -> Journey:
+    """A person's journey through the real route and worker (tests/support/journey.py)."""
+    # Imported here: tests.support.journey itself imports this module's make_settings.
+    from tests.support.journey import Journey, journey_settings
+
+    fake_scar, scar_url = journey_scar
+    settings = journey_settings(
+        tmp_path, database_url, github, anthropic[1], scar_url, **journey_overrides
+    )
+    return Journey(tmp_path, database_url, db, settings, github, anthropic[0], fake_scar)

@@ -24,9 +24,7 @@ from project_orchestrator.agent.conversation import UNAVAILABLE
 from project_orchestrator.db.engine import Database
 from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus
 from project_orchestrator.workflow.models import Phase, PhaseStatus, RunStatus
-from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
-from tests.support.fake_scar import FakeScar
 from tests.support.faults import (
     DB_REPOS,
     KILL_REPOS,
@@ -49,7 +47,6 @@ from tests.support.faults import (
 from tests.support.journey import (
     BRAINSTORM,
     Journey,
-    journey_settings,
     script_brainstorm,
 )
 from tests.support.postgres import RestartablePostgres
@@ -147,19 +144,6 @@ async def test_two_apis_and_two_workers_on_one_database(
 
 
 # --- 4. the AI and SCAR away, then back -----------------------------------------------------
-
-
-@pytest.fixture
-async def journey(
-    tmp_path: Path,
-    database_url: str,
-    db: Database,
-    github: FakeGitHub,
-    anthropic: tuple[FakeAnthropic, str],
-    scar: tuple[FakeScar, str],
-) -> Journey:
-    settings = journey_settings(tmp_path, database_url, github, anthropic[1], scar[1])
-    return Journey(tmp_path, database_url, db, settings, github, anthropic[0], scar[0])
 
 
 @pytest.mark.slow

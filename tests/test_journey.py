@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from prometheus_client import REGISTRY as registry
 from sqlalchemy import select
 
-from project_orchestrator.db.engine import Database
 from project_orchestrator.projects.models import Project
 from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.workflow.models import Phase, RunStatus
-from tests.support.fake_anthropic import FakeAnthropic
-from tests.support.fake_github import FakeGitHub
-from tests.support.fake_scar import FakeScar
 from tests.support.github_payloads import issue_comment
 from tests.support.journey import (
     OWNER,
     REPO,
     Journey,
     brainstorm_to_vision_gate,
-    journey_settings,
 )
-
-
-@pytest.fixture
-async def journey(
-    tmp_path: Path,
-    database_url: str,
-    db: Database,
-    github: FakeGitHub,
-    anthropic: tuple[FakeAnthropic, str],
-    scar: tuple[FakeScar, str],
-) -> Journey:
-    settings = journey_settings(tmp_path, database_url, github, anthropic[1], scar[1])
-    return Journey(tmp_path, database_url, db, settings, github, anthropic[0], scar[0])
 
 
 async def test_from_an_idea_to_a_merged_pull_request(journey: Journey) -> None:

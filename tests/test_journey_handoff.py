@@ -5,17 +5,15 @@ template's commands, and survives its own restarts and its AI failing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from project_orchestrator.db.engine import Database
 from project_orchestrator.projects.models import Project
 from project_orchestrator.scar.models import ScarCommand
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.workflow.models import ApprovalGate, GateStatus, Phase, RunStatus
-from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_http import FakeServer
 from tests.support.fake_scar import FakeScar
@@ -23,7 +21,6 @@ from tests.support.journey import (
     REPO,
     Journey,
     brainstorm_to_vision_gate,
-    journey_settings,
     tool_use,
 )
 
@@ -37,23 +34,13 @@ def real_scar(github: FakeGitHub) -> Iterator[tuple[FakeScar, str]]:
 
 
 @pytest.fixture
-async def journey(
-    tmp_path: Path,
-    database_url: str,
-    db: Database,
-    github: FakeGitHub,
-    anthropic: tuple[FakeAnthropic, str],
-    real_scar: tuple[FakeScar, str],
-) -> Journey:
-    settings = journey_settings(
-        tmp_path,
-        database_url,
-        github,
-        anthropic[1],
-        real_scar[1],
-        scar_ai_retry_backoff_seconds=0.01,
-    )
-    return Journey(tmp_path, database_url, db, settings, github, anthropic[0], real_scar[0])
+def journey_scar(real_scar: tuple[FakeScar, str]) -> tuple[FakeScar, str]:
+    return real_scar
+
+
+@pytest.fixture
+def journey_overrides() -> dict[str, Any]:
+    return {"scar_ai_retry_backoff_seconds": 0.01}
 
 
 async def approve_to_plan_gate(journey: Journey) -> None:
