@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import REGISTRY as registry
 from sqlalchemy import select
 
@@ -15,6 +17,7 @@ from tests.support.journey import (
     REPO,
     Journey,
     brainstorm_to_vision_gate,
+    quick_turn_retries,
 )
 
 
@@ -119,19 +122,28 @@ async def test_a_scar_timeout_fails_the_phase_with_a_clear_message(journey: Jour
     assert command.status is ScarCommandStatus.TIMED_OUT
 
 
-async def test_when_the_ai_is_down_the_person_is_told_and_nothing_is_lost(
+async def test_when_the_ai_is_down_the_person_is_told_and_answered_without_asking_again(
     journey: Journey,
 ) -> None:
+    journey.shape_workload = quick_turn_retries
     journey.anthropic.down = True
-    await journey.comment("@orchestrator I'd like an app that plans family meals")
-    assert "nothing was lost" in journey.last_reply()
-    journey.anthropic.down = False
     journey.anthropic.reply_text("Welcome back! Tell me more about the meal planner.")
-    await journey.comment("@orchestrator Are you there?")
-    assert "Welcome back" in journey.last_reply()
-    last_request = journey.anthropic.requests[-1]
-    said = str(last_request["messages"])
-    assert "plans family meals" in said  # the message sent while it was down was kept
+
+    async def ai_comes_back() -> None:
+        for _ in range(400):  # the person has been told, within 20 s
+            if any("no need to send it again" in c for c in journey.bot_comments()):
+                break
+            await asyncio.sleep(0.05)
+        journey.anthropic.down = False
+
+    recovering = asyncio.create_task(ai_comes_back())
+    await journey.comment("@orchestrator I'd like an app that plans family meals")
+    await recovering
+    still_trying, answer = journey.bot_comments()
+    assert "no need to send it again" in still_trying
+    assert "Welcome back" in answer  # by itself: the person sent nothing more
+    said = str(journey.anthropic.requests[-1]["messages"])
+    assert "plans family meals" in said
 
 
 async def test_an_outsider_cannot_approve(journey: Journey) -> None:

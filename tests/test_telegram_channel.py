@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from telegram import Bot
 
+from project_orchestrator import keys
 from project_orchestrator.channels.base import GateQuestion, ProjectAddress
-from project_orchestrator.channels.models import OutboundMessage
-from project_orchestrator.channels.telegram import (
-    TelegramChannel,
-    TelegramRateLimited,
-    TelegramSender,
-)
+from project_orchestrator.channels.delivery import OutboxDelivery
+from project_orchestrator.channels.github import GitHubPoster
+from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
+from project_orchestrator.channels.staging import TelegramChannel
+from project_orchestrator.channels.telegram import TelegramRateLimited, TelegramSender
 from project_orchestrator.channels.telegram_format import TELEGRAM_LIMIT, split_html, to_html
 from project_orchestrator.db.engine import Database
 from tests.support.fake_telegram import FakeTelegram
@@ -101,21 +102,49 @@ async def test_keyed_sends_happen_once_and_progress_is_edited_per_stage(
     db: Database, sender: TelegramSender, telegram: tuple[FakeTelegram, str]
 ) -> None:
     fake = telegram[0]
-    channel = TelegramChannel(db, sender)
+    channel = TelegramChannel()
+    delivery = OutboxDelivery(db, GitHubPoster(_NoComments()), sender)
+    conversation = keys.telegram_conversation(CHAT)
     to = address()
-    await channel.send(to, "hello", "Hi!")
-    await channel.send(to, "hello", "Hi!")
-    await channel.send(address(None), "hello", "no chat: skipped")
+
+    async def say(step: Callable[[AsyncSession], Awaitable[None]]) -> None:
+        async with db.session_scope() as session:
+            await step(session)
+        await delivery.deliver(conversation)
+
+    await say(lambda s: channel.send(s, to, "hello", "Hi!"))
+    await say(lambda s: channel.send(s, to, "hello", "Hi!"))
+    await say(lambda s: channel.send(s, address(None), "hello", "no chat: skipped"))
     assert [m["plain"] for m in fake.messages(CHAT)] == ["Hi!"]
-    await channel.progress(to, "run:1", "step one: working", stage="plan:1")
-    await channel.progress(to, "run:1", "step one: done", stage="plan:1")
-    await channel.progress(to, "run:1", "step two: working", stage="execute:1")
+    await say(lambda s: channel.progress(s, to, "run:1", "step one: working", stage="plan:1"))
+    await say(lambda s: channel.progress(s, to, "run:1", "step one: done", stage="plan:1"))
+    await say(lambda s: channel.progress(s, to, "run:1", "step two: working", stage="execute:1"))
     texts = [m["plain"] for m in fake.messages(CHAT)]
     assert texts == ["Hi!", "step one: done", "step two: working"]
-    await channel.ask(to, "gate:1", GateQuestion(uuid.uuid4(), "Approve the plan?"))
-    question = fake.messages(CHAT)[-1]
-    labels = [b["text"] for b in question["reply_markup"]["inline_keyboard"][0]]
+    question = GateQuestion(uuid.uuid4(), "Approve the plan?")
+    await say(lambda s: channel.ask(s, to, "gate:1", question))
+    asked = fake.messages(CHAT)[-1]
+    labels = [b["text"] for b in asked["reply_markup"]["inline_keyboard"][0]]
     assert labels == ["✅ Approve", "✏️ Reject"]
     async with db.session_scope() as session:
-        keys = (await session.execute(select(OutboundMessage.idempotency_key))).scalars().all()
-    assert set(keys) == {"tg:hello", "tg:run:1:plan:1", "tg:run:1:execute:1", "tg:gate:1"}
+        rows = (await session.execute(select(OutboundMessage))).scalars().all()
+    assert {r.idempotency_key for r in rows} == {
+        "tg:hello",
+        "tg:run:1:plan:1",
+        "tg:run:1:execute:1",
+        "tg:gate:1",
+    }
+    assert {r.status for r in rows} == {OutboundStatus.SENT}
+
+
+class _NoComments:
+    """This test talks to Telegram only."""
+
+    def create(self, repo: str, number: int, body: str) -> int:
+        raise AssertionError("no GitHub comment expected")
+
+    def find_marked(self, repo: str, number: int, mark: str) -> int | None:
+        raise AssertionError("no GitHub comment expected")
+
+    def edit(self, repo: str, number: int, comment_id: int, body: str) -> None:
+        raise AssertionError("no GitHub comment expected")

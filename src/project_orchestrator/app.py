@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI, Request
@@ -21,6 +20,7 @@ from project_orchestrator.api.state import AppState
 from project_orchestrator.api.v1 import events as v1_events
 from project_orchestrator.api.v1 import projects as v1_projects
 from project_orchestrator.audit import AuditLog
+from project_orchestrator.composition import build_notifier
 from project_orchestrator.config import Settings, get_settings
 from project_orchestrator.db.embedded import EmbeddedPostgres
 from project_orchestrator.db.engine import Database, create_database, worker_pool_size
@@ -34,9 +34,6 @@ from project_orchestrator.ingress.rate_limit import WebhookRateLimit, build_limi
 from project_orchestrator.ingress.telegram import route as telegram_route
 from project_orchestrator.logging import get_logger, set_known_secrets
 from project_orchestrator.metrics_gauges import GAUGE_REFRESHERS
-
-if TYPE_CHECKING:
-    from project_orchestrator.composition import Outbound
 
 log = get_logger(__name__)
 
@@ -67,7 +64,6 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
         writer = EventWriter(pool)
         writer.start()
         audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
-        outbound = _api_outbound(settings, db)
         app.state.orchestrator = AppState(
             settings=settings,
             db=db,
@@ -78,7 +74,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
                 settings, writer, audit, app.state.limiter
             ),
             gauge_refreshers=list(GAUGE_REFRESHERS),
-            notifier=outbound.notifier if outbound is not None else None,
+            notifier=build_notifier(settings),
         )
         stop_telegram_polling = _start_telegram_polling(settings, writer)
         worker_stop = asyncio.Event()
@@ -100,8 +96,6 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
             await writer.close()
             await pool.close()
             await http.aclose()
-            if outbound is not None:
-                await outbound.aclose()
             await db.dispose()
             if embedded is not None:
                 embedded.stop()
@@ -167,18 +161,6 @@ def _github_ingress(
         allow_list=allow_list,
         rate_limit=WebhookRateLimit.from_settings(limiter, settings),
     )
-
-
-def _api_outbound(settings: Settings, db: Database) -> Outbound | None:
-    """How the API tells people about decisions made through it: the worker's channels,
-    built by the same code. None when no channel is configured."""
-    if settings.github_access_token is None and settings.telegram_bot_token is None:
-        return None
-    # Imported here, and only with a channel: PyGithub, python-telegram-bot and their
-    # crypto stacks cost memory an API process without them has no use for.
-    from project_orchestrator.composition import build_outbound
-
-    return build_outbound(settings, db)
 
 
 async def _orchestrator_error(_: Request, exc: OrchestratorError) -> JSONResponse:

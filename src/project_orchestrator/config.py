@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     anthropic_base_url: str = "https://api.anthropic.com"
     anthropic_model: str = "claude-sonnet-4-6"
     ai_max_tokens_per_project: int = Field(default=2_000_000, ge=1)
+    # A turn that finds the AI unavailable tries again by itself, with backoff, this long.
+    ai_retry_window_seconds: int = Field(default=1800, ge=0, le=86_400)
 
     telegram_bot_token: SecretStr | None = None
     telegram_api_base_url: str = "https://api.telegram.org"

@@ -25,6 +25,32 @@ def telegram_user_serial(user_id: int) -> str:
     return f"telegram:user:{user_id}"
 
 
+# --- conversations: outbound messages of one are delivered one at a time, in order -------
+
+
+def github_conversation(full_name: str, number: int) -> str:
+    return f"github:{full_name.lower()}#{number}"
+
+
+def telegram_conversation(chat_id: int) -> str:
+    return f"telegram:{chat_id}"
+
+
+def outbox_lease(conversation: str) -> str:
+    """Who delivers a conversation's messages right now."""
+    return f"outbox:{conversation}"
+
+
+def agent_turns(project_id: uuid.UUID) -> str:
+    """Who answers a project's messages right now: one turn at a time per project."""
+    return f"turns:{project_id}"
+
+
+def agent_answer(reply_key: str) -> str:
+    """The agent's answer to a comment, posted apart from the commands' answers."""
+    return f"{reply_key}:agent"
+
+
 # --- who did it, in the audit log --------------------------------------------------------------
 
 
@@ -72,6 +98,19 @@ def telegram_reply(update_id: int) -> str:
 
 def telegram_message(key: str, stage: str | None = None) -> str:
     return f"tg:{key}" if stage is None else f"tg:{key}:{stage}"
+
+
+def telegram_refusal(user_id: int) -> str:
+    """One refusal per person, however often they write."""
+    return f"telegram:refusal:{user_id}"
+
+
+def telegram_button_answer(update_id: int) -> str:
+    return f"telegram:{update_id}:answer"
+
+
+def telegram_buttons_dropped(chat_id: int, message_id: int) -> str:
+    return f"telegram:{chat_id}:{message_id}:buttons-dropped"
 
 
 def run_progress(run_id: uuid.UUID) -> str:

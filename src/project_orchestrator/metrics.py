@@ -58,6 +58,11 @@ jobs_total = Counter(
     "Jobs run by the worker, by job name and outcome.",
     ["job", "outcome"],
 )
+outbound_messages_total = Counter(
+    "outbound_messages_total",
+    "Outbound messages delivered from the outbox, by channel and outcome (sent, failed).",
+    ["channel", "outcome"],
+)
 job_queue_depth = Gauge(
     "job_queue_depth",
     "Jobs waiting in the queue (read from the database at scrape time).",

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
+from project_orchestrator.agent.turns import TurnRunner
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
+from project_orchestrator.queue.worker import Workload
 from project_orchestrator.workflow.models import Phase, WorkflowPhase, WorkflowRun
 from tests.conftest import make_settings
 from tests.support.fake_anthropic import FakeAnthropic
@@ -65,6 +69,8 @@ class Journey:
     anthropic: FakeAnthropic
     scar: FakeScar
     delivered: list[int] = field(default_factory=list)
+    # Changes the worker's workload before each run of it (a test injecting a fault).
+    shape_workload: Callable[[Workload], None] | None = None
 
     async def comment(
         self,
@@ -88,7 +94,9 @@ class Journey:
         await self.work()
 
     async def work(self, limit_seconds: float = 60) -> None:
-        await work_until_idle(self.settings, self.db, limit_seconds=limit_seconds)
+        await work_until_idle(
+            self.settings, self.db, limit_seconds=limit_seconds, shape=self.shape_workload
+        )
 
     def bot_comments(self) -> list[str]:
         return [
@@ -190,3 +198,11 @@ async def brainstorm_to_vision_gate(journey: Journey) -> None:
     script_brainstorm(journey.anthropic)
     for message in BRAINSTORM:
         await journey.comment(message)
+
+
+def quick_turn_retries(workload: Workload) -> None:
+    """A turn that found the AI down tries again within moments, not seconds."""
+    turns = workload.turns
+    assert isinstance(turns, TurnRunner)
+    turns.first_retry = timedelta(milliseconds=50)
+    turns.longest_retry = timedelta(milliseconds=200)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import text
@@ -11,7 +12,7 @@ from project_orchestrator.audit import AuditLog
 from project_orchestrator.composition.worker import build_workload
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
-from project_orchestrator.queue.worker import WorkerOptions, run_worker
+from project_orchestrator.queue.worker import WorkerOptions, Workload, run_worker
 
 FAST_RETRIES = WorkerOptions(
     concurrency=4,
@@ -39,12 +40,17 @@ async def work_until_idle(
     db: Database,
     options: WorkerOptions = FAST_RETRIES,
     limit_seconds: float = 30,
+    shape: Callable[[Workload], None] | None = None,
 ) -> None:
-    """Run a worker until no job is queued or running, then stop it the SIGTERM way."""
+    """Run a worker until no job is queued or running, then stop it the SIGTERM way.
+
+    `shape` may change the workload first (wrap a handler to inject a fault)."""
     assert settings.database_url is not None
     audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
     stop = asyncio.Event()
     workload = build_workload(settings, db, audit)
+    if shape is not None:
+        shape(workload)
     worker = asyncio.create_task(run_worker(settings.database_url, workload, stop, options))
     try:
         await wait_until_idle(db, [worker], limit_seconds)

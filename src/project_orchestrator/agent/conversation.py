@@ -1,4 +1,7 @@
-"""One agent turn: store the message, let Claude think and use tools, store the answer.
+"""The conversation: a person's message stored with a turn for the agent to answer.
+
+The job that receives a message stores it and queues its turn, in its own transaction;
+`agent.turns` answers it with no transaction open while the model thinks.
 
 Every message is kept. The model sees the project's context, a summary of everything
 older than the recent turns, and as many recent turns as fit the budget; when the
@@ -20,14 +23,16 @@ from project_orchestrator import metrics
 from project_orchestrator.agent import prompts
 from project_orchestrator.agent.llm import AIUnavailable, ModelGateway, TokenUsage
 from project_orchestrator.agent.models import (
+    AgentTurn,
     ConversationMessage,
     ConversationSummary,
     MessageRole,
 )
-from project_orchestrator.agent.status import record_ai
-from project_orchestrator.agent.tools import TOOLS, ToolContext, call_tool
+from project_orchestrator.agent.protocol import ReplyTo
+from project_orchestrator.agent.tools import TOOLS
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.base import Notifier
+from project_orchestrator.db.enqueue import enqueue_turn
 from project_orchestrator.effects import after_commit
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.models import Project
@@ -44,11 +49,6 @@ MAX_TOOL_ROUNDS = 6
 # Recent history the model sees verbatim, in estimated tokens (about 4 characters each).
 HISTORY_TOKEN_BUDGET = 6000
 
-UNAVAILABLE = (
-    "I can't reach my assistant brain right now, so I can't answer properly. Your message "
-    "is saved and nothing was lost: say it again in a little while and I will pick up "
-    "from here. Commands like /status, /approve and /hold still work."
-)
 NOT_CONFIGURED = (
     "The assistant is not set up on this server yet (no AI key), so I can only follow "
     "commands such as /status, /build and /approve. Your message is saved."
@@ -70,6 +70,14 @@ def plain_reply(text: str) -> str:
     return cleaned or "Done."
 
 
+@dataclass(frozen=True)
+class History:
+    summary: str | None  # of everything before `messages`
+    messages: list[ConversationMessage]
+    # Older messages to fold into the summary first (a model call), when over budget.
+    to_summarise: list[ConversationMessage]
+
+
 @dataclass
 class AgentConversation:
     gateway: ModelGateway | None
@@ -82,10 +90,15 @@ class AgentConversation:
     tools: list[dict[str, Any]] = field(default_factory=lambda: [t.definition() for t in TOOLS])
 
     async def respond(
-        self, session: AsyncSession, project: Project, actor: Actor, text: str
-    ) -> str:
+        self, session: AsyncSession, project: Project, actor: Actor, text: str, reply_to: ReplyTo
+    ) -> str | None:
+        """Store the message and queue the agent's turn; the answer follows by `reply_to`.
+
+        An answer that needs no model (none configured, the budget spent) comes back at
+        once instead.
+        """
         text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
-        await self._store(session, project, MessageRole.USER, actor, text, author=True)
+        message = await self.store(session, project, MessageRole.USER, actor, text, author=True)
         # Counted once the message is stored for good, not per attempt of the job.
         after_commit(metrics.orchestrator_conversations_total.labels(actor.channel.value).inc)
         if self.gateway is None:
@@ -93,63 +106,20 @@ class AgentConversation:
         if project.ai_tokens_used >= self.max_tokens_per_project:
             log.warning("ai.budget_reached", project_id=str(project.id))
             return BUDGET_REACHED
-        try:
-            answer, blocks, used = await self._think(session, project, actor)
-        except AIUnavailable as exc:
-            log.warning("ai.turn_unavailable", project_id=str(project.id), error=str(exc))
-            await record_ai(session, healthy=False, detail=str(exc)[:300])
-            return UNAVAILABLE
-        await record_ai(session, healthy=True)
-        answer = plain_reply(answer)
-        await self._store(
-            session, project, MessageRole.ASSISTANT, actor, answer, blocks=blocks, tokens=used.total
+        session.add(
+            AgentTurn(
+                project_id=project.id,
+                message_id=message.id,
+                actor_id=actor.identity.id,
+                channel=actor.channel,
+                reply_to=reply_to.encode(),
+            )
         )
-        return answer
+        await session.flush()
+        await enqueue_turn(session, project.id)
+        return None
 
-    async def _think(
-        self, session: AsyncSession, project: Project, actor: Actor
-    ) -> tuple[str, list[dict[str, Any]], TokenUsage]:
-        if self.gateway is None:
-            raise AIUnavailable("the AI is not configured")
-        summary, history = await self._history(session, project)
-        system = prompts.system_blocks(await self._context(session, project, summary))
-        messages = _alternating(history)
-        ctx = ToolContext(session, project, actor, self.workflow, self.notifier, self.audit)
-        turn_blocks: list[dict[str, Any]] = []
-        used = TokenUsage(0, 0)
-        text = ""
-        for _ in range(self.tool_rounds):
-            reply = await self.gateway.create(system=system, messages=messages, tools=self.tools)
-            used = _add(used, reply.usage)
-            await self._charge(session, project, reply.usage)
-            turn_blocks.extend(reply.content)
-            text = reply.text or text
-            calls = reply.tool_calls
-            if not calls:
-                return text, turn_blocks, used
-            messages.append({"role": "assistant", "content": reply.content})
-            results = []
-            for call in calls:
-                output, is_error = await call_tool(ctx, call.name, call.input)
-                log.info("agent.tool", tool=call.name, error=is_error)
-                results.append(
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": call.id,
-                        "content": output,
-                        "is_error": is_error,
-                    }
-                )
-            turn_blocks.extend(results)
-            messages.append({"role": "user", "content": results})
-        log.warning("agent.tool_rounds_exhausted", project_id=str(project.id))
-        return (
-            text or "I have done what I can for now. What would you like next?",
-            (turn_blocks),
-            used,
-        )
-
-    async def _charge(self, session: AsyncSession, project: Project, usage: TokenUsage) -> None:
+    async def charge(self, session: AsyncSession, project: Project, usage: TokenUsage) -> None:
         # Added in SQL, not in Python: two channels' turns for one project may overlap.
         total = (
             await session.execute(
@@ -162,7 +132,7 @@ class AgentConversation:
         ).scalar_one()
         set_committed_value(project, "ai_tokens_used", total)
 
-    async def _context(self, session: AsyncSession, project: Project, summary: str | None) -> str:
+    async def context(self, session: AsyncSession, project: Project, summary: str | None) -> str:
         run = await self.workflow.active_run(session, project.id)
         gate = await self.workflow.pending_gate(session, run.id) if run is not None else None
         document = await latest_vision(session, project.id)
@@ -176,9 +146,9 @@ class AgentConversation:
             summary_of_earlier=summary,
         )
 
-    async def _history(
-        self, session: AsyncSession, project: Project
-    ) -> tuple[str | None, list[ConversationMessage]]:
+    async def history(self, session: AsyncSession, project: Project) -> History:
+        """The messages the model sees, after the latest summary; over the budget, the
+        older half is handed back to be summarised first."""
         summary = (
             await session.execute(
                 select(ConversationSummary)
@@ -200,24 +170,15 @@ class AgentConversation:
                 )
             ).scalars()
         )
+        previous = summary.summary if summary is not None else None
         if sum(estimate_tokens(m.content) for m in messages) <= self.history_budget:
-            return (summary.summary if summary else None), messages
+            return History(previous, messages, [])
         older, recent = _split_for_summary(messages, self.history_budget // 2)
-        text = await self._summarise(summary.summary if summary else None, older)
-        if text is None:
-            # The summary could not be made now: keep what fits, try again next turn.
-            return (summary.summary if summary else None), recent
-        session.add(
-            ConversationSummary(
-                project_id=project.id, through_message_id=older[-1].id, summary=text
-            )
-        )
-        await session.flush()
-        return text, recent
+        # Without a summary yet, the model sees what fits; the summary comes first.
+        return History(previous, recent, older)
 
-    async def _summarise(
-        self, previous: str | None, older: list[ConversationMessage]
-    ) -> str | None:
+    async def summarise(self, previous: str | None, older: list[ConversationMessage]) -> str | None:
+        """A model call: run it with no transaction open."""
         if self.gateway is None:
             return None
         transcript = "\n".join(f"{m.role.value}: {m.content}" for m in older)
@@ -233,7 +194,7 @@ class AgentConversation:
             return None
         return reply.text.strip() or None
 
-    async def _store(
+    async def store(
         self,
         session: AsyncSession,
         project: Project,
@@ -244,20 +205,20 @@ class AgentConversation:
         author: bool = False,
         blocks: list[dict[str, Any]] | None = None,
         tokens: int = 0,
-    ) -> None:
+    ) -> ConversationMessage:
         """A message on the actor's channel; `author` marks the person's own words."""
-        session.add(
-            ConversationMessage(
-                project_id=project.id,
-                role=role,
-                channel=actor.channel,
-                author_id=actor.identity.id if author else None,
-                content=content,
-                blocks=blocks,
-                tokens=tokens,
-            )
+        message = ConversationMessage(
+            project_id=project.id,
+            role=role,
+            channel=actor.channel,
+            author_id=actor.identity.id if author else None,
+            content=content,
+            blocks=blocks,
+            tokens=tokens,
         )
+        session.add(message)
         await session.flush()
+        return message
 
 
 def _split_for_summary(
@@ -273,7 +234,7 @@ def _split_for_summary(
     return messages[:cut], messages[cut:]
 
 
-def _alternating(history: list[ConversationMessage]) -> list[dict[str, Any]]:
+def alternating(history: list[ConversationMessage]) -> list[dict[str, Any]]:
     """The API wants user and assistant turns to alternate, starting with the user."""
     merged: list[dict[str, Any]] = []
     for message in history:
@@ -285,12 +246,3 @@ def _alternating(history: list[ConversationMessage]) -> list[dict[str, Any]]:
     while merged and merged[0]["role"] != "user":
         merged.pop(0)
     return merged
-
-
-def _add(a: TokenUsage, b: TokenUsage) -> TokenUsage:
-    return TokenUsage(
-        a.input_tokens + b.input_tokens,
-        a.output_tokens + b.output_tokens,
-        a.cache_read_tokens + b.cache_read_tokens,
-        a.cache_creation_tokens + b.cache_creation_tokens,
-    )

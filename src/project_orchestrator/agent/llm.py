@@ -54,6 +54,15 @@ class TokenUsage:
         return self.input_tokens + self.cache_read_tokens + self.cache_creation_tokens
 
 
+def add_usage(a: TokenUsage, b: TokenUsage) -> TokenUsage:
+    return TokenUsage(
+        a.input_tokens + b.input_tokens,
+        a.output_tokens + b.output_tokens,
+        a.cache_read_tokens + b.cache_read_tokens,
+        a.cache_creation_tokens + b.cache_creation_tokens,
+    )
+
+
 @dataclass(frozen=True)
 class ToolCall:
     id: str

@@ -1,4 +1,5 @@
-"""The conversation: every message kept, older turns summarised for the model."""
+"""The conversation: every message kept, older turns summarised for the model, and the
+turns waiting for the agent's answer."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from sqlalchemy import (
     Integer,
     Text,
     func,
+    text,
 )
+from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -88,3 +91,50 @@ class ComponentStatus(Base):
     # When the state last changed, and when it was last confirmed.
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TurnStatus(enum.StrEnum):
+    PENDING = "pending"
+    ANSWERED = "answered"
+    SUPERSEDED = "superseded"  # a newer message's answer covers it
+    FAILED = "failed"  # the AI stayed unreachable for the whole retry window
+
+
+class AgentTurn(Timestamps, Base):
+    """A person's message waiting for the agent's answer, and where the answer goes."""
+
+    __tablename__ = "agent_turns"
+    __table_args__ = (
+        CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        Index(
+            "ix_agent_turns_pending_project",
+            "project_id",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("conversation_messages.id", ondelete="CASCADE")
+    )
+    # Who asked, as the job knew it: the tools act as this person on this channel.
+    actor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    channel: Mapped[Channel] = mapped_column(pg_enum(Channel, "channel"))
+    reply_to: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[TurnStatus] = mapped_column(
+        SAEnum(
+            TurnStatus,
+            native_enum=False,
+            length=20,
+            create_constraint=False,
+            values_callable=lambda members: [m.value for m in members],
+        ),
+        default=TurnStatus.PENDING,
+        server_default=TurnStatus.PENDING.value,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A turn that found the AI unavailable waits until then for its next try.
+    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

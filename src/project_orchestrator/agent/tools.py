@@ -50,6 +50,8 @@ class Tool:
     description: str
     schema: dict[str, Any]
     handler: Handler
+    # Reads only: still answered when the project changed while the model was thinking.
+    reads_only: bool = False
 
     def definition(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "input_schema": self.schema}
@@ -226,7 +228,13 @@ async def _scar_output(ctx: ToolContext, args: dict[str, Any]) -> str:
 
 
 TOOLS: tuple[Tool, ...] = (
-    Tool("get_project_status", "Where the project and its build stand.", _object(), _status),
+    Tool(
+        "get_project_status",
+        "Where the project and its build stand.",
+        _object(),
+        _status,
+        reads_only=True,
+    ),
     Tool(
         "create_project",
         "Start a new project for the person (they own it).",
@@ -262,6 +270,7 @@ TOOLS: tuple[Tool, ...] = (
         "What the vision still needs before it can be written.",
         _object(),
         _readiness,
+        reads_only=True,
     ),
     Tool("generate_vision", "Write the vision document from the notes.", _object(), _generate),
     Tool(
@@ -294,6 +303,7 @@ TOOLS: tuple[Tool, ...] = (
         "Read what SCAR said in its most recent commands.",
         _object({"limit": {"type": "integer", "minimum": 1, "maximum": 10}}),
         _scar_output,
+        reads_only=True,
     ),
 )
 

@@ -1,9 +1,11 @@
 """Replies on GitHub through PyGithub, each posted at most once whatever crashes.
 
-Every comment carries a hidden marker with its idempotency key. Before posting, the
-outbound row says whether an earlier attempt may already have posted it; if so, the
-thread is searched for the marker instead of posting again. A worker killed between
-GitHub's answer and our commit therefore never produces a second comment.
+Replies and the status comment are written to the outbox with the change they report
+(`stage_comment`) and posted by the delivery job after commit. Every comment carries a
+hidden marker with its idempotency key. Before posting, the outbound row says whether an
+earlier attempt may already have posted it; if so, the thread is searched for the marker
+instead of posting again. A worker killed between GitHub's answer and our commit
+therefore never produces a second comment.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from github import Auth, Github, GithubException, RateLimitExceededException
 from pgqueuer.errors import RetryRequested
 
 from project_orchestrator.channels import outbox
-from project_orchestrator.channels.base import GateQuestion, ProjectAddress
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
 from project_orchestrator.logging import get_logger
@@ -83,31 +84,12 @@ class GitHubRateLimited(RetryRequested):
 
 
 @dataclass
-class GitHubReplier:
-    db: Database
+class GitHubPoster:
+    """Posting and editing comments, each comment at most once whatever crashes."""
+
     comments: GitHubComments
 
-    async def reply(self, repo: str, number: int, key: str, text: str) -> int:
-        """Post `text` on repo#number once for `key`; returns the comment id."""
-        target = f"{repo}#{number}"
-        found = await outbox.claim(self.db, Channel.GITHUB, key, target, text)
-        if found.sent and found.external_id:
-            return int(found.external_id)
-        comment_id = await self._post(
-            repo, number, key, text, None, search=found.maybe_sent, edit=False
-        )
-        log.info("github.comment_posted", target=target, comment_id=comment_id)
-        return comment_id
-
-    async def upsert(self, repo: str, number: int, key: str, text: str) -> int:
-        """One comment per `key`, created once and then edited in place to say `text`."""
-        target = f"{repo}#{number}"
-        found = await outbox.claim(self.db, Channel.GITHUB, key, target, text, new_body=True)
-        known = int(found.external_id) if found.external_id else None
-        search = known is None and found.maybe_sent
-        return await self._post(repo, number, key, text, known, search=search, edit=True)
-
-    async def _post(
+    async def post(
         self,
         repo: str,
         number: int,
@@ -119,8 +101,7 @@ class GitHubReplier:
         edit: bool,
     ) -> int:
         """Create the comment, unless `search` finds an earlier attempt's by its marker or
-        `comment_id` is known; with `edit`, an existing one is brought up to `text`.
-        The outcome is recorded on the outbound row."""
+        `comment_id` is known; with `edit`, an existing one is brought up to `text`."""
         body = f"{text}\n\n{marker(key)}"
         try:
             if search:
@@ -135,6 +116,26 @@ class GitHubReplier:
             delay = _reset_delay(exc)
             log.warning("github.rate_limited", retry_in_seconds=delay.total_seconds())
             raise GitHubRateLimited(delay=delay, reason="GitHub rate limit") from None
+        log.info("github.comment_posted", target=f"{repo}#{number}", comment_id=comment_id)
+        return comment_id
+
+
+@dataclass
+class GitHubReplier:
+    """A comment posted at once, for a sender that needs its id (SCAR's commands)."""
+
+    db: Database
+    poster: GitHubPoster
+
+    async def reply(self, repo: str, number: int, key: str, text: str) -> int:
+        """Post `text` on repo#number once for `key`; returns the comment id."""
+        found = await outbox.claim(self.db, Channel.GITHUB, key, f"{repo}#{number}", text)
+        if found.sent and found.external_id:
+            return int(found.external_id)
+        try:
+            comment_id = await self.poster.post(
+                repo, number, key, text, None, search=found.maybe_sent, edit=False
+            )
         except GithubException as exc:
             await outbox.record_error(self.db, key, f"GitHub answered {exc.status}")
             raise
@@ -152,24 +153,3 @@ def _reset_delay(exc: RateLimitExceededException) -> timedelta:
         wait = int(reset) - int(datetime.now(UTC).timestamp())
         return timedelta(seconds=max(1, min(wait, 3600)))
     return timedelta(seconds=60)
-
-
-@dataclass
-class GitHubChannel:
-    """The project's GitHub issue: replies, one status comment edited in place, questions."""
-
-    replier: GitHubReplier
-    mention: str = "@orchestrator"
-
-    async def send(self, to: ProjectAddress, key: str, text: str) -> None:
-        if to.github_repo and to.github_issue_number:
-            await self.replier.reply(to.github_repo, to.github_issue_number, key, text)
-
-    async def progress(self, to: ProjectAddress, key: str, text: str, *, stage: str) -> None:
-        if to.github_repo and to.github_issue_number:
-            await self.replier.upsert(to.github_repo, to.github_issue_number, key, text)
-
-    async def ask(self, to: ProjectAddress, key: str, question: GateQuestion) -> None:
-        # In a comment thread the bot only hears what mentions it.
-        hint = f"(Here, mention me: `{self.mention} /approve` or `{self.mention} /reject ...`.)"
-        await self.send(to, key, f"{question.text}\n\n{hint}")

@@ -1,21 +1,191 @@
-"""The outbound-message rows every channel keys its sends by.
+"""The outbound-message rows: the outbox written with a change, and the bookkeeping of
+sends.
 
-Before sending, a channel claims the row for its key (created on first sight); after, it
-marks it sent with the id the channel gave the message. A claim tells whether an earlier
-attempt may already have sent it, which is how retried jobs avoid saying things twice.
+`stage` writes a message into the caller's transaction and queues its delivery on the
+same connection, so the message exists exactly when the change it reports has committed.
+The delivery job (`channels.delivery`) then takes the conversation's lease, sends its
+pending rows oldest first, and marks each one sent.
+
+A few sends happen at once, outside the outbox: a SCAR command comment is a request to a
+peer, not news for a person, and its sender needs the comment id. Those `claim` their row
+before sending and `mark_sent` after, which is how a retried step avoids posting twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
+from project_orchestrator import keys
+from project_orchestrator.channels.models import OutboundKind, OutboundMessage, OutboundStatus
+from project_orchestrator.db import leases
 from project_orchestrator.db.engine import Database
+from project_orchestrator.db.enqueue import enqueue_delivery
 from project_orchestrator.db.types import Channel
+
+# --- writing into the outbox ------------------------------------------------------------------
+
+
+async def stage(
+    session: AsyncSession,
+    *,
+    channel: Channel,
+    kind: OutboundKind,
+    key: str,
+    conversation: str,
+    target: str,
+    body: str,
+    payload: dict[str, Any],
+    replace: bool = False,
+) -> None:
+    """Say `body` once for `key`, when the session's transaction commits.
+
+    With `replace`, a message edited in place (a progress message) takes the new text and
+    is delivered again; the same text again changes nothing. Without it, a key already
+    written keeps its first text: a job that runs twice says it once.
+    """
+    statement = insert(OutboundMessage).values(
+        idempotency_key=key,
+        channel=channel,
+        kind=kind.value,
+        conversation=conversation,
+        target=target,
+        body=body,
+        payload=payload,
+    )
+    if replace:
+        statement = statement.on_conflict_do_update(
+            index_elements=["idempotency_key"],
+            set_={
+                "body": statement.excluded.body,
+                "payload": statement.excluded.payload,
+                "status": OutboundStatus.PENDING,
+                "revision": OutboundMessage.revision + 1,
+                "last_error": None,
+            },
+            where=OutboundMessage.body.is_distinct_from(statement.excluded.body),
+        )
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=["idempotency_key"])
+    written = (await session.execute(statement.returning(OutboundMessage.id))).first()
+    if written is not None:
+        await enqueue_delivery(session, conversation)
+
+
+# --- delivering: the lease and the rows -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    """One row taken for delivery; `attempts` counts this one."""
+
+    id: int
+    key: str
+    channel: Channel
+    kind: OutboundKind
+    body: str
+    payload: dict[str, Any]
+    external_id: str | None
+    attempts: int
+    revision: int
+
+    @property
+    def maybe_sent(self) -> bool:
+        """An earlier attempt got as far as sending, and may have succeeded."""
+        return self.attempts > 1
+
+
+async def take_lease(db: Database, conversation: str, holder: str, ttl: timedelta) -> bool:
+    """The conversation's lease for `holder`, unless someone else holds a live one."""
+    return await leases.take(db, keys.outbox_lease(conversation), holder, ttl)
+
+
+async def next_pending(
+    db: Database, conversation: str, holder: str, ttl: timedelta
+) -> PendingMessage | None:
+    """Renew the lease and take the conversation's oldest pending row, counting an attempt."""
+    async with db.session_scope() as session:
+        await leases.renew(session, keys.outbox_lease(conversation), holder, ttl)
+        row = (
+            await session.execute(
+                select(OutboundMessage)
+                .where(
+                    OutboundMessage.conversation == conversation,
+                    OutboundMessage.status == OutboundStatus.PENDING,
+                )
+                .order_by(OutboundMessage.id)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            return None
+        row.attempts += 1
+        return PendingMessage(
+            id=row.id,
+            key=row.idempotency_key,
+            channel=row.channel,
+            kind=OutboundKind(row.kind or OutboundKind.GITHUB_COMMENT),
+            body=row.body,
+            payload=dict(row.payload or {}),
+            external_id=row.external_id,
+            attempts=row.attempts,
+            revision=row.revision,
+        )
+
+
+async def mark_delivered(db: Database, message: PendingMessage, external_id: str | None) -> None:
+    """Sent; unless newer text arrived meanwhile, which stays pending (and knows its id)."""
+    async with db.session_scope() as session:
+        row = await session.get(OutboundMessage, message.id, with_for_update=True)
+        if row is None:
+            return
+        row.external_id = external_id or row.external_id
+        row.last_error = None
+        row.sent_at = datetime.now(UTC)
+        if row.revision == message.revision:
+            row.status = OutboundStatus.SENT
+
+
+async def record_failure(
+    db: Database, message: PendingMessage, error: str, *, give_up: bool
+) -> None:
+    async with db.session_scope() as session:
+        await session.execute(
+            update(OutboundMessage)
+            .where(OutboundMessage.id == message.id)
+            .values(
+                last_error=error,
+                status=OutboundStatus.FAILED if give_up else OutboundStatus.PENDING,
+            )
+        )
+
+
+async def release_lease(db: Database, conversation: str, holder: str) -> bool:
+    """Give the lease up; True when rows are still pending (the caller goes on). Both in
+    one transaction, in this order, so no pending row is left without a deliverer (see
+    `leases.release`)."""
+    async with db.session_scope() as session:
+        await leases.release(session, keys.outbox_lease(conversation), holder)
+        return bool(
+            (
+                await session.execute(
+                    select(
+                        exists().where(
+                            OutboundMessage.conversation == conversation,
+                            OutboundMessage.status == OutboundStatus.PENDING,
+                        )
+                    )
+                )
+            ).scalar_one()
+        )
+
+
+# --- sends that do not go through the outbox --------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -25,20 +195,13 @@ class Claim:
     maybe_sent: bool  # an earlier attempt got as far as sending, and may have succeeded
 
 
-async def claim(
-    db: Database, channel: Channel, key: str, target: str, body: str, *, new_body: bool = False
-) -> Claim:
-    """The row for `key`, counting this attempt; `new_body` replaces its text (an edit)."""
-    statement = insert(OutboundMessage).values(
-        idempotency_key=key, channel=channel, target=target, body=body
+async def claim(db: Database, channel: Channel, key: str, target: str, body: str) -> Claim:
+    """The row for `key`, created on first sight, counting this attempt."""
+    statement = (
+        insert(OutboundMessage)
+        .values(idempotency_key=key, channel=channel, target=target, body=body)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
     )
-    if new_body:
-        statement = statement.on_conflict_do_update(
-            index_elements=["idempotency_key"],
-            set_={"body": body, "status": OutboundStatus.PENDING},
-        )
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=["idempotency_key"])
     async with db.session_scope() as session:
         await session.execute(statement)
         row = (

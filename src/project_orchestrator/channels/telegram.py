@@ -16,19 +16,13 @@ from datetime import timedelta
 from typing import TypeVar
 
 from pgqueuer.errors import RetryRequested
-from sqlalchemy import select
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
 from telegram.warnings import PTBDeprecationWarning
 
 from project_orchestrator import keys
-from project_orchestrator.channels import outbox
-from project_orchestrator.channels.base import GateQuestion, ProjectAddress
-from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
 from project_orchestrator.channels.telegram_format import split_html
-from project_orchestrator.db.engine import Database
-from project_orchestrator.db.types import Channel
 from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)
@@ -137,68 +131,6 @@ class TelegramSender:
             await self.call(chat_id, lambda: self.bot.send_chat_action(chat_id, "typing"))
         except Exception as exc:  # a missing typing indicator is not worth failing a reply
             log.info("telegram.typing_failed", error=type(exc).__name__)
-
-
-@dataclass
-class TelegramChannel:
-    """A project's Telegram chat. Each message is keyed so a retried job does not repeat it."""
-
-    db: Database
-    sender: TelegramSender
-
-    # Keys are per channel: the same notice goes once to GitHub and once to Telegram.
-
-    async def send(self, to: ProjectAddress, key: str, text: str) -> None:
-        if to.telegram_chat_id is not None:
-            await self.deliver(to.telegram_chat_id, keys.telegram_message(key), text)
-
-    async def ask(self, to: ProjectAddress, key: str, question: GateQuestion) -> None:
-        if to.telegram_chat_id is not None:
-            await self.deliver(
-                to.telegram_chat_id,
-                keys.telegram_message(key),
-                question.text,
-                gate_buttons(question.gate_id),
-            )
-
-    async def progress(self, to: ProjectAddress, key: str, text: str, *, stage: str) -> None:
-        if to.telegram_chat_id is None:
-            return
-        # One message per stage, edited while the stage lasts: progress stays in view.
-        keyed = keys.telegram_message(key, stage)
-        existing = await self._sent_id(keyed)
-        if existing is None:
-            await self.deliver(to.telegram_chat_id, keyed, text)
-        else:
-            await self.sender.edit(to.telegram_chat_id, existing, text)
-
-    async def deliver(
-        self, chat_id: int, key: str, text: str, markup: InlineKeyboardMarkup | None = None
-    ) -> int | None:
-        """Send once for `key`; the id of the (last) message sent, or of the earlier one.
-
-        Telegram cannot be searched for an earlier attempt's message (GitHub comments carry
-        a marker): a send that succeeded just before a crash is sent once more.
-        """
-        found = await outbox.claim(self.db, Channel.TELEGRAM, key, str(chat_id), text)
-        if found.sent:
-            return int(found.external_id) if found.external_id else None
-        messages = await self.sender.send(chat_id, text, markup)
-        last = messages[-1].message_id if messages else None
-        await outbox.mark_sent(self.db, key, str(last) if last is not None else None)
-        return last
-
-    async def _sent_id(self, key: str) -> int | None:
-        async with self.db.session_scope() as session:
-            found = (
-                await session.execute(
-                    select(OutboundMessage.external_id).where(
-                        OutboundMessage.idempotency_key == key,
-                        OutboundMessage.status == OutboundStatus.SENT,
-                    )
-                )
-            ).scalar_one_or_none()
-        return int(found) if found else None
 
 
 def _retry_after(exc: RetryAfter) -> float:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 from prometheus_client import start_http_server
 
 from project_orchestrator.agent.conversation import AgentConversation
 from project_orchestrator.agent.llm import build_gateway
+from project_orchestrator.agent.turns import TurnRunner
 from project_orchestrator.audit import AuditLog
-from project_orchestrator.channels.github import (
-    GitHubReplier,
-)
-from project_orchestrator.composition import build_outbound
+from project_orchestrator.channels.github import GitHubReplier
+from project_orchestrator.composition.outbound import build_outbound
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database, create_database, worker_pool_size
 from project_orchestrator.events.models import EventSource
@@ -57,15 +57,12 @@ def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workloa
     )
     desk = CommandDesk(workflow, notifier)
     handlers: dict[EventSource, SourceHandler] = {
-        EventSource.GITHUB: GitHubEventHandler(
-            settings, replier, audit, workflow, desk, conversation
-        ),
+        EventSource.GITHUB: GitHubEventHandler(settings, audit, workflow, desk, conversation),
     }
     telegram_handler = None
     if telegram is not None:
         telegram_handler = TelegramEventHandler(
-            telegram.sender.bot,
-            TelegramDesk(settings, audit, desk, conversation, telegram),
+            telegram.bot, TelegramDesk(settings, audit, desk, conversation)
         )
         handlers[EventSource.TELEGRAM] = telegram_handler
     scar = scar_client(settings, db, replier)
@@ -96,7 +93,19 @@ def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workloa
     ]
     if telegram_handler is not None:
         closers.append(telegram_handler.aclose)
-    return Workload(processor=EventProcessor(db, handlers), steps=steps, closers=closers)
+    turns = TurnRunner(
+        db=db,
+        agent=conversation,
+        retry_window=timedelta(seconds=settings.ai_retry_window_seconds),
+        typing=telegram.typing if telegram is not None else None,
+    )
+    return Workload(
+        processor=EventProcessor(db, handlers),
+        steps=steps,
+        deliveries=outbound.delivery,
+        turns=turns,
+        closers=closers,
+    )
 
 
 @runtime_checkable
@@ -130,7 +139,7 @@ async def worker_main(
         # Worker-only counters live in this process: serve them for Prometheus.
         start_http_server(settings.worker_metrics_port, addr=settings.host)
         log.info("worker.metrics_served", port=settings.worker_metrics_port)
-    # Too few connections deadlock: every job holds one and asks for another.
+    # One connection per job running, at most: a smaller pool makes jobs wait for one.
     pool_size = max(settings.database_pool_size, worker_pool_size(settings.worker_concurrency))
     db = create_database(
         database_url, pool_size=pool_size, max_overflow=settings.database_max_overflow

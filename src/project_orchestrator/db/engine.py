@@ -53,8 +53,9 @@ class Database:
 
 
 def worker_pool_size(concurrency: int) -> int:
-    """Connections a worker needs: a job holds its own while its reply takes a second."""
-    return 2 * concurrency + 2
+    """Connections a worker needs: one per job running (no job holds two, and none holds
+    one while it waits on a model, SCAR or a channel), and a little room for probes."""
+    return concurrency + 2
 
 
 def create_database(url: str, *, pool_size: int = 10, max_overflow: int = 5) -> Database:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import structlog
 from pgqueuer.queries import Queries
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import keys
-from project_orchestrator.db.jobs import HANDLE_EVENT, RUN_STEP, EventJob, StepJob
+from project_orchestrator.db.jobs import (
+    AGENT_TURN,
+    DELIVER_OUTBOUND,
+    HANDLE_EVENT,
+    RUN_STEP,
+    DeliveryJob,
+    EventJob,
+    StepJob,
+    TurnJob,
+)
 
 
 async def enqueue_event_jobs(session: AsyncSession, jobs: list[EventJob]) -> None:
@@ -39,8 +50,7 @@ async def enqueue_step_job(session: AsyncSession, job: StepJob) -> None:
     """
     if job.correlation_id is None:
         # The request or job that caused this step: its logs and the step's share an id.
-        current = structlog.contextvars.get_contextvars().get("correlation_id")
-        job = StepJob(job.phase_id, current if isinstance(current, str) else None)
+        job = StepJob(job.phase_id, _current_correlation_id())
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(
@@ -49,3 +59,27 @@ async def enqueue_step_job(session: AsyncSession, job: StepJob) -> None:
         dedupe_key=keys.step_dedupe(job.phase_id),
         on_conflict="skip",
     )
+
+
+async def enqueue_delivery(session: AsyncSession, conversation: str) -> None:
+    """Deliver the conversation's outbox once the session's transaction commits."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(
+        entrypoint=DELIVER_OUTBOUND, payload=DeliveryJob(conversation).encode()
+    )
+
+
+async def enqueue_turn(session: AsyncSession, project_id: uuid.UUID) -> None:
+    """The agent answers the project's pending turn once the session commits."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    job = TurnJob(str(project_id), _current_correlation_id())
+    await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(
+        entrypoint=AGENT_TURN, payload=job.encode()
+    )
+
+
+def _current_correlation_id() -> str | None:
+    current = structlog.contextvars.get_contextvars().get("correlation_id")
+    return current if isinstance(current, str) else None

@@ -44,3 +44,41 @@ class StepJob:
             raise ValueError("step job without a payload")
         data = orjson.loads(payload)
         return cls(phase_id=str(data["phase_id"]), correlation_id=data.get("correlation_id"))
+
+
+# One job per outbox row written; it delivers its conversation's pending messages in order.
+DELIVER_OUTBOUND = "deliver_outbound"
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    conversation: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"conversation": self.conversation})
+
+    @classmethod
+    def decode(cls, payload: bytes | None) -> DeliveryJob:
+        if not payload:
+            raise ValueError("delivery job without a payload")
+        return cls(conversation=str(orjson.loads(payload)["conversation"]))
+
+
+# One job per person's message the agent answers; it answers its project's newest turn.
+AGENT_TURN = "agent_turn"
+
+
+@dataclass(frozen=True)
+class TurnJob:
+    project_id: str
+    correlation_id: str | None = None
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"project_id": self.project_id, "correlation_id": self.correlation_id})
+
+    @classmethod
+    def decode(cls, payload: bytes | None) -> TurnJob:
+        if not payload:
+            raise ValueError("turn job without a payload")
+        data = orjson.loads(payload)
+        return cls(project_id=str(data["project_id"]), correlation_id=data.get("correlation_id"))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from project_orchestrator.agent.models import (
+    AgentTurn,
     ComponentStatus,
     ConversationMessage,
     ConversationSummary,
 )
 from project_orchestrator.channels.models import OutboundMessage
 from project_orchestrator.db.base import Base
+from project_orchestrator.db.leases import WorkLease
 from project_orchestrator.events.models import InboundEvent
 from project_orchestrator.projects.models import (
     Identity,
@@ -28,6 +30,7 @@ from project_orchestrator.workflow.models import (
 metadata = Base.metadata
 
 __all__ = [
+    "AgentTurn",
     "ApprovalGate",
     "Base",
     "BrainstormNote",
@@ -43,6 +46,7 @@ __all__ = [
     "ScarCommand",
     "TelegramChat",
     "VisionDocument",
+    "WorkLease",
     "WorkflowPhase",
     "WorkflowRun",
     "metadata",

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
 import structlog
 from pgqueuer.errors import RetryRequested
@@ -27,7 +28,16 @@ from pgqueuer.queries import Queries
 from project_orchestrator import metrics
 from project_orchestrator.config import Settings
 from project_orchestrator.db import raw
-from project_orchestrator.db.jobs import HANDLE_EVENT, RUN_STEP, EventJob, StepJob
+from project_orchestrator.db.jobs import (
+    AGENT_TURN,
+    DELIVER_OUTBOUND,
+    HANDLE_EVENT,
+    RUN_STEP,
+    DeliveryJob,
+    EventJob,
+    StepJob,
+    TurnJob,
+)
 from project_orchestrator.events.processor import MAX_ATTEMPTS, EventProcessor
 from project_orchestrator.logging import get_logger
 from project_orchestrator.workflow.steps import StepRunner
@@ -47,12 +57,14 @@ class WorkerOptions:
     poll_interval: timedelta = timedelta(seconds=2)
 
 
-def _retrying_executor(options: WorkerOptions) -> Callable[..., DatabaseRetryEntrypointExecutor]:
+def _retrying_executor(
+    options: WorkerOptions, runs: int = MAX_ATTEMPTS
+) -> Callable[..., DatabaseRetryEntrypointExecutor]:
     def build(parameters: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
         return DatabaseRetryEntrypointExecutor(
             parameters=parameters,
-            # pgqueuer counts retries after the first run; MAX_ATTEMPTS counts runs.
-            max_attempts=MAX_ATTEMPTS - 1,
+            # pgqueuer counts retries after the first run; `runs` counts runs.
+            max_attempts=runs - 1,
             initial_delay=options.retry_initial_delay,
             max_delay=options.retry_max_delay,
         )
@@ -60,12 +72,30 @@ def _retrying_executor(options: WorkerOptions) -> Callable[..., DatabaseRetryEnt
     return build
 
 
+# Deliveries and agent turns keep their own count (a message is given up after its own
+# limit, a turn after AI_RETRY_WINDOW_SECONDS) and wait out rate limits and outages by
+# asking to be retried later; the job may need many more runs than an event's.
+PATIENT_JOB_RUNS = 50
+
+
+class Deliveries(Protocol):
+    async def deliver(self, conversation: str, holder: str | None = None) -> None:
+        """Send the conversation's pending outbound messages, in order."""
+
+
+class Turns(Protocol):
+    async def run(self, project_id: uuid.UUID, holder: str) -> None:
+        """Answer the project's pending message(s) with the agent."""
+
+
 @dataclass
 class Workload:
-    """What a worker runs: inbound events, and the workflow's SCAR steps."""
+    """What a worker runs: inbound events, the workflow's SCAR steps, and the outbox."""
 
     processor: EventProcessor
     steps: StepRunner
+    deliveries: Deliveries
+    turns: Turns
     # Clients to close when the worker is done (HTTP connection pools).
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -118,6 +148,43 @@ async def run_step_job(steps: StepRunner, job: Job) -> None:
     metrics.jobs_total.labels(RUN_STEP, "done").inc()
 
 
+async def run_delivery_job(deliveries: Deliveries, job: Job) -> None:
+    delivery = DeliveryJob.decode(job.payload)
+    structlog.contextvars.bind_contextvars(conversation=delivery.conversation, job_id=job.id)
+    try:
+        await deliveries.deliver(delivery.conversation, _holder(job))
+    except RetryRequested:
+        metrics.jobs_total.labels(DELIVER_OUTBOUND, "deferred").inc()
+        raise
+    except Exception as exc:
+        log.warning("outbound.delivery_failed", error=type(exc).__name__)
+        metrics.jobs_total.labels(DELIVER_OUTBOUND, "retried").inc()
+        raise
+    metrics.jobs_total.labels(DELIVER_OUTBOUND, "done").inc()
+
+
+async def run_turn_job(turns: Turns, job: Job) -> None:
+    turn = TurnJob.decode(job.payload)
+    structlog.contextvars.bind_contextvars(
+        correlation_id=turn.correlation_id, project_id=turn.project_id, job_id=job.id
+    )
+    try:
+        await turns.run(uuid.UUID(turn.project_id), _holder(job))
+    except RetryRequested:
+        metrics.jobs_total.labels(AGENT_TURN, "deferred").inc()
+        raise
+    except Exception as exc:
+        log.warning("agent.turn_failed", error=type(exc).__name__)
+        metrics.jobs_total.labels(AGENT_TURN, "retried").inc()
+        raise
+    metrics.jobs_total.labels(AGENT_TURN, "done").inc()
+
+
+def _holder(job: Job) -> str:
+    """Leases are named after the job: picked up again after a crash, it is still theirs."""
+    return f"job-{job.id}"
+
+
 async def run_worker(
     database_url: str,
     workload: Workload,
@@ -140,6 +207,16 @@ async def run_worker(
     @manager.entrypoint(RUN_STEP, executor_factory=_retrying_executor(options))
     async def run_step(job: Job) -> None:
         await run_step_job(workload.steps, job)
+
+    @manager.entrypoint(
+        DELIVER_OUTBOUND, executor_factory=_retrying_executor(options, PATIENT_JOB_RUNS)
+    )
+    async def deliver_outbound(job: Job) -> None:
+        await run_delivery_job(workload.deliveries, job)
+
+    @manager.entrypoint(AGENT_TURN, executor_factory=_retrying_executor(options, PATIENT_JOB_RUNS))
+    async def agent_turn(job: Job) -> None:
+        await run_turn_job(workload.turns, job)
 
     batch = max(1, options.concurrency // 2)
     running = asyncio.create_task(

@@ -141,7 +141,10 @@ def gate_question(gate: ApprovalGate, run: WorkflowRun, vision: VisionDocument |
 
 
 async def announce(session: AsyncSession, notifier: Notifier, run_id: uuid.UUID) -> None:
-    """Bring the run's progress message up to date and ask any question still open."""
+    """Bring the run's progress message up to date and ask any question still open.
+
+    The messages go into the outbox of `session`: they leave when what they report commits.
+    """
     run = await session.get(WorkflowRun, run_id)
     if run is None:
         return
@@ -163,7 +166,9 @@ async def announce(session: AsyncSession, notifier: Notifier, run_id: uuid.UUID)
     to = ProjectAddress.of(project)
     current = [a for a in attempts if a.phase is run.current_phase]
     stage = f"{run.current_phase}:{max((a.attempt for a in current), default=0)}"
-    await notifier.progress(to, board_key(run.id), render_board(run, attempts, gate), stage=stage)
+    await notifier.progress(
+        session, to, board_key(run.id), render_board(run, attempts, gate), stage=stage
+    )
     if gate is not None:
         vision = None
         if gate.kind is GateKind.VISION:
@@ -177,11 +182,12 @@ async def announce(session: AsyncSession, notifier: Notifier, run_id: uuid.UUID)
                 )
             ).scalar_one_or_none()
         await notifier.ask(
-            to, gate_key(gate.id), GateQuestion(gate.id, gate_question(gate, run, vision))
+            session, to, gate_key(gate.id), GateQuestion(gate.id, gate_question(gate, run, vision))
         )
     if run.status is RunStatus.COMPLETED:
         link = f" ({run.pr_url})" if run.pr_url else ""
         await notifier.send(
+            session,
             to,
             keys.run_completed(run.id),
             f"Done! “{_clip(run.feature_request, 200)}” is merged{link}. "

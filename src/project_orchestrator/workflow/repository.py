@@ -55,31 +55,29 @@ class RunRepositories:
         )
         async with self.db.session_scope() as session:
             project = await lock_project(session, project_id)
-            linked_now = project.github_repo is None
-            if linked_now:
-                project.github_repo = hosted.full_name
-            address = ProjectAddress.of(project)
-            current = project.github_repo or hosted.full_name
-        if not linked_now:
-            return current  # someone linked one meanwhile: theirs wins
-        # After the commit: the audit line and the message report what happened.
-        if hosted.created:
-            self.audit.record(
-                AuditAction.REPOSITORY_CREATED,
-                project_id=project_id,
-                details={
-                    "repository": hosted.full_name,
-                    "owner": self.owner,
-                    "private": self.private,
-                },
+            if project.github_repo is not None:
+                return project.github_repo  # someone linked one meanwhile: theirs wins
+            project.github_repo = hosted.full_name
+            # In the linking transaction: the audit line and the message report what
+            # committed, and leave once it has.
+            if hosted.created:
+                self.audit.record(
+                    AuditAction.REPOSITORY_CREATED,
+                    project_id=project_id,
+                    details={
+                        "repository": hosted.full_name,
+                        "owner": self.owner,
+                        "private": self.private,
+                    },
+                )
+            await self.notifier.send(
+                session,
+                ProjectAddress.of(project),
+                keys.repository_created(project_id),
+                f"I made a {'private' if self.private else 'public'} GitHub repository for "
+                f"{project_name}: {hosted.html_url}\nSCAR builds it there.",
             )
         log.info("repository.linked", repository=hosted.full_name, created=hosted.created)
-        await self.notifier.send(
-            address,
-            keys.repository_created(project_id),
-            f"I made a {'private' if self.private else 'public'} GitHub repository for "
-            f"{project_name}: {hosted.html_url}\nSCAR builds it there.",
-        )
         return hosted.full_name
 
     async def publish_vision(self, full_name: str, markdown: str, version: int) -> bool:

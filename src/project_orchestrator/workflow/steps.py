@@ -102,9 +102,7 @@ class StepRunner:
                 return
             prepared = await self._prepare(phase_id)
         if not isinstance(prepared, _Prepared):
-            await self._announce_phase(phase_id)
             return
-        await self._announce(prepared.run_id)
         if prepared.vision is not None:
             await self._publish_vision(prepared, last_attempt=last_attempt)
         started = time.monotonic()
@@ -127,61 +125,68 @@ class StepRunner:
             time.monotonic() - started
         )
         await self._finish(phase_id, prepared, output, error)
-        await self._announce(prepared.run_id)
 
     # --- prepare --------------------------------------------------------------------
 
     async def _prepare(self, phase_id: uuid.UUID) -> _Prepared | _NeedsRepository | None:
         async with self.db.session_scope() as session:
-            attempt = await session.get(WorkflowPhase, phase_id)
-            if attempt is None:
-                return None
-            run = await session.get(WorkflowRun, attempt.run_id)
-            if run is None:
-                return None
-            project = await lock_project(session, run.project_id)
-            await session.refresh(run)
-            await session.refresh(attempt)
-            if attempt.status is PhaseStatus.PENDING and run.status is not RunStatus.RUNNING:
-                return None  # held or ended before it began; /resume queues it again
-            if attempt.status not in (PhaseStatus.PENDING, PhaseStatus.RUNNING):
-                return None
-            if not project.github_repo and self._may_create_repositories:
-                return _NeedsRepository(project.id, project.name)
-            try:
-                repo = self._pin_repository(run, project)
-                vision = await self.workflow.approved_vision(session, project.id)
-                step = await self._step_for(session, run, attempt, vision)
-                await self._check_covered(session, run, step)
-            except ValueError as exc:
-                await self.workflow.phase_failed(session, run, attempt, str(exc))
-                return None
-            command = await self._command_for(session, project, run, attempt, step)
-            attempt.status = PhaseStatus.RUNNING
-            attempt.started_at = attempt.started_at or datetime.now(UTC)
-            if attempt.phase is Phase.EXECUTE and run.branch is None:
-                run.branch = await self._branch_for(session, run)
-            await session.flush()
-            return _Prepared(
-                run_id=run.id,
-                command_id=command.id,
-                invocation=ScarInvocation(
-                    conversation_id=command.conversation_id or _conversation(run),
-                    repo=repo,
-                    repo_url=f"{self.github_web_url}/{repo}",
-                    command=step.command,
-                    args=step.args,
-                    command_key=f"po-{attempt.id}",
-                    codebase=project.scar_codebase,
-                    open_repository=not await _conversation_started(session, run, command),
-                    sent_before=command.sent_at is not None,
-                ),
-                vision=(
-                    (vision.markdown, vision.version)
-                    if vision is not None and attempt.phase is Phase.PRIME
-                    else None
-                ),
-            )
+            prepared = await self._prepare_in(session, phase_id)
+            if not isinstance(prepared, _NeedsRepository):
+                await self._announce(session, phase_id)
+            return prepared
+
+    async def _prepare_in(
+        self, session: AsyncSession, phase_id: uuid.UUID
+    ) -> _Prepared | _NeedsRepository | None:
+        attempt = await session.get(WorkflowPhase, phase_id)
+        if attempt is None:
+            return None
+        run = await session.get(WorkflowRun, attempt.run_id)
+        if run is None:
+            return None
+        project = await lock_project(session, run.project_id)
+        await session.refresh(run)
+        await session.refresh(attempt)
+        if attempt.status is PhaseStatus.PENDING and run.status is not RunStatus.RUNNING:
+            return None  # held or ended before it began; /resume queues it again
+        if attempt.status not in (PhaseStatus.PENDING, PhaseStatus.RUNNING):
+            return None
+        if not project.github_repo and self._may_create_repositories:
+            return _NeedsRepository(project.id, project.name)
+        try:
+            repo = self._pin_repository(run, project)
+            vision = await self.workflow.approved_vision(session, project.id)
+            step = await self._step_for(session, run, attempt, vision)
+            await self._check_covered(session, run, step)
+        except ValueError as exc:
+            await self.workflow.phase_failed(session, run, attempt, str(exc))
+            return None
+        command = await self._command_for(session, project, run, attempt, step)
+        attempt.status = PhaseStatus.RUNNING
+        attempt.started_at = attempt.started_at or datetime.now(UTC)
+        if attempt.phase is Phase.EXECUTE and run.branch is None:
+            run.branch = await self._branch_for(session, run)
+        await session.flush()
+        return _Prepared(
+            run_id=run.id,
+            command_id=command.id,
+            invocation=ScarInvocation(
+                conversation_id=command.conversation_id or _conversation(run),
+                repo=repo,
+                repo_url=f"{self.github_web_url}/{repo}",
+                command=step.command,
+                args=step.args,
+                command_key=f"po-{attempt.id}",
+                codebase=project.scar_codebase,
+                open_repository=not await _conversation_started(session, run, command),
+                sent_before=command.sent_at is not None,
+            ),
+            vision=(
+                (vision.markdown, vision.version)
+                if vision is not None and attempt.phase is Phase.PRIME
+                else None
+            ),
+        )
 
     @property
     def _may_create_repositories(self) -> bool:
@@ -284,37 +289,44 @@ class StepRunner:
         error: ScarError | None,
     ) -> None:
         async with self.db.session_scope() as session:
-            run = await session.get(WorkflowRun, prepared.run_id)
-            if run is None:
-                return  # the project was deleted meanwhile
-            project = await lock_project(session, run.project_id)
-            await session.refresh(run)
-            attempt = await session.get(WorkflowPhase, phase_id, populate_existing=True)
-            command = await session.get(ScarCommand, prepared.command_id, populate_existing=True)
-            if attempt is None or command is None:
-                return
-            if command.status is not ScarCommandStatus.RUNNING:
-                return  # another run of this job finished it
-            if output is not None and output.codebase and output.codebase != project.scar_codebase:
-                project.scar_codebase = output.codebase  # SCAR's folder, for the next run
-            self._record(command, output, error)
-            if attempt.status is not PhaseStatus.RUNNING:
-                return  # cancelled while SCAR worked: keep the output, change nothing
-            if error is not None:
-                await self.workflow.phase_failed(session, run, attempt, _explain(attempt, error))
-                return
-            text = output.text if output is not None else ""
-            problem = self._apply_artifacts(run, attempt, command)
-            if (
-                problem is None
-                and attempt.phase is Phase.VALIDATE
-                and machine.validation_failed(text)
-            ):
-                problem = f"The checks did not pass:\n\n{text}"
-            if problem is not None:
-                await self.workflow.phase_failed(session, run, attempt, problem)
-            else:
-                await self.workflow.phase_succeeded(session, run, attempt, text)
+            await self._finish_in(session, phase_id, prepared, output, error)
+            await self._announce(session, phase_id)
+
+    async def _finish_in(
+        self,
+        session: AsyncSession,
+        phase_id: uuid.UUID,
+        prepared: _Prepared,
+        output: ScarOutput | None,
+        error: ScarError | None,
+    ) -> None:
+        run = await session.get(WorkflowRun, prepared.run_id)
+        if run is None:
+            return  # the project was deleted meanwhile
+        project = await lock_project(session, run.project_id)
+        await session.refresh(run)
+        attempt = await session.get(WorkflowPhase, phase_id, populate_existing=True)
+        command = await session.get(ScarCommand, prepared.command_id, populate_existing=True)
+        if attempt is None or command is None:
+            return
+        if command.status is not ScarCommandStatus.RUNNING:
+            return  # another run of this job finished it
+        if output is not None and output.codebase and output.codebase != project.scar_codebase:
+            project.scar_codebase = output.codebase  # SCAR's folder, for the next run
+        self._record(command, output, error)
+        if attempt.status is not PhaseStatus.RUNNING:
+            return  # cancelled while SCAR worked: keep the output, change nothing
+        if error is not None:
+            await self.workflow.phase_failed(session, run, attempt, _explain(attempt, error))
+            return
+        text = output.text if output is not None else ""
+        problem = self._apply_artifacts(run, attempt, command)
+        if problem is None and attempt.phase is Phase.VALIDATE and machine.validation_failed(text):
+            problem = f"The checks did not pass:\n\n{text}"
+        if problem is not None:
+            await self.workflow.phase_failed(session, run, attempt, problem)
+        else:
+            await self.workflow.phase_succeeded(session, run, attempt, text)
 
     def _record(
         self, command: ScarCommand, output: ScarOutput | None, error: ScarError | None
@@ -446,20 +458,15 @@ class StepRunner:
                     )
                 )
             await self.workflow.phase_failed(session, run, attempt, reason)
-            run_id = run.id
-        await self._announce(run_id)
+            await announce(session, self.notifier, run.id)
 
     # --- telling --------------------------------------------------------------------
 
-    async def _announce(self, run_id: uuid.UUID) -> None:
-        async with self.db.session_scope() as session:
-            await announce(session, self.notifier, run_id)
-
-    async def _announce_phase(self, phase_id: uuid.UUID) -> None:
-        async with self.db.session_scope() as session:
-            attempt = await session.get(WorkflowPhase, phase_id)
-            if attempt is not None:
-                await announce(session, self.notifier, attempt.run_id)
+    async def _announce(self, session: AsyncSession, phase_id: uuid.UUID) -> None:
+        """Bring the run's progress up to date, in the outbox of the change it reports."""
+        attempt = await session.get(WorkflowPhase, phase_id)
+        if attempt is not None:
+            await announce(session, self.notifier, attempt.run_id)
 
 
 def _conversation(run: WorkflowRun) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import and_, select
@@ -22,8 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from project_orchestrator.api.auth import db_session, require_api_key
 from project_orchestrator.api.schemas import MAX_BIGINT, UNREADABLE_BODY, error_responses
 from project_orchestrator.api.state import AppState, app_state
-from project_orchestrator.channels.base import Notifier
-from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import ConflictError, NotFoundError
 from project_orchestrator.logging import get_logger
@@ -58,8 +56,7 @@ router = APIRouter(
     prefix="/api/v1/projects", tags=["projects"], dependencies=[Depends(require_api_key)]
 )
 # scope="function": the session commits when the endpoint returns, before the response is
-# sent, so a 200 for a decision means it is stored, and the announcement that follows (a
-# background task) reads the committed state without holding the project's lock.
+# sent, so a 200 for a decision means it is stored, with its announcement in the outbox.
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 State = Annotated[AppState, Depends(app_state)]
 
@@ -402,10 +399,9 @@ async def approve_gate(
     body: ApproveBody,
     session: Session,
     state: State,
-    background: BackgroundTasks,
 ) -> DecisionOut | JSONResponse:
     """Approve the project's pending gate for `decided_by`; the next step is queued."""
-    return await _decide(session, state, background, project_id, gate_id, body, approve=True)
+    return await _decide(session, state, project_id, gate_id, body, approve=True)
 
 
 @router.post(
@@ -419,16 +415,14 @@ async def reject_gate(
     body: RejectBody,
     session: Session,
     state: State,
-    background: BackgroundTasks,
 ) -> DecisionOut | JSONResponse:
     """Reject the project's pending gate for `decided_by`; `feedback` shapes the next try."""
-    return await _decide(session, state, background, project_id, gate_id, body, approve=False)
+    return await _decide(session, state, project_id, gate_id, body, approve=False)
 
 
 async def _decide(
     session: AsyncSession,
     state: AppState,
-    background: BackgroundTasks,
     project_id: uuid.UUID,
     gate_id: uuid.UUID,
     body: ApproveBody,
@@ -472,21 +466,10 @@ async def _decide(
         run_status=decision.run.status,
     )
     if state.notifier is not None:
-        background.add_task(_announce, state.db, state.notifier, decision.run.id)
+        # Written to the outbox in the decision's own transaction: it is told exactly
+        # when the decision has committed, on every channel the project lives on.
+        await announce(session, state.notifier, decision.run.id)
     return DecisionOut(
         gate=_gate_out(decision.gate, {actor.identity.id: actor.identity}),
         run=RunBrief.model_validate(decision.run),
     )
-
-
-async def _announce(db: Database, notifier: Notifier, run_id: uuid.UUID) -> None:
-    """Tell the person on their channel, after the decision is committed.
-
-    The decision stands whatever happens here; a failure is logged, and the run's next
-    announcement (the step job's, or the next chat turn's) brings the thread up to date.
-    """
-    try:
-        async with db.session_scope() as session:
-            await announce(session, notifier, run_id)
-    except Exception as exc:
-        log.warning("api.announce_failed", run_id=str(run_id), error=type(exc).__name__)

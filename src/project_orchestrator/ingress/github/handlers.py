@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import keys
-from project_orchestrator.agent.protocol import Conversation
+from project_orchestrator.agent.protocol import Conversation, ReplyTo
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
-from project_orchestrator.channels.github import GitHubReplier
+from project_orchestrator.channels.staging import stage_comment
 from project_orchestrator.config import Settings
 from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import OrchestratorError
@@ -43,7 +43,6 @@ Mention me with your idea in plain words and we will shape it together. Commands
 @dataclass
 class GitHubEventHandler:
     settings: Settings
-    replier: GitHubReplier
     audit: AuditLog
     workflow: Workflow
     desk: CommandDesk
@@ -123,7 +122,8 @@ class GitHubEventHandler:
                 details={"repo": repo, "issue": number, "reason": "not a collaborator"},
             )
             # One refusal per person and thread, however often they ask.
-            await self.replier.reply(
+            await stage_comment(
+                session,
                 repo,
                 number,
                 keys.github_refusal(repo, number, login),
@@ -139,13 +139,22 @@ class GitHubEventHandler:
             project = await self._start_project(session, repo, number, login)
         elif project is not None and project.github_issue_number is None:
             project.github_issue_number = number  # the conversation lives here from now on
-        answers = await self._answers(session, project, login, parsed)
-        await self.replier.reply(repo, number, key_base, "\n\n".join(answers))
+        agent_reply = ReplyTo.github(repo, number, keys.agent_answer(key_base))
+        answers = await self._answers(session, project, login, parsed, agent_reply)
+        if answers:
+            await stage_comment(session, repo, number, key_base, "\n\n".join(answers))
         return EventStatus.HANDLED
 
     async def _answers(
-        self, session: AsyncSession, project: Project | None, login: str, parsed: ParsedComment
+        self,
+        session: AsyncSession,
+        project: Project | None,
+        login: str,
+        parsed: ParsedComment,
+        agent_reply: ReplyTo,
     ) -> list[str]:
+        """The commands' answers, at once; the agent's answer to the words around them
+        follows as a comment of its own."""
         answers: list[str] = []
         actor = None
         if project is not None:
@@ -163,7 +172,12 @@ class GitHubEventHandler:
                 )
         answers.extend(f"I don't know the command `/{name}`." for name in parsed.unknown_commands)
         if parsed.message and project is not None and actor is not None:
-            answers.append(await self.conversation.respond(session, project, actor, parsed.message))
+            answer = await self.conversation.respond(
+                session, project, actor, parsed.message, agent_reply
+            )
+            if answer is None:
+                return answers  # the agent answers by itself, in a moment
+            answers.append(answer)
         if not answers:
             answers.append(HELP_TEXT)
         return answers

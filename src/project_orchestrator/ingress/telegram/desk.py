@@ -14,9 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from telegram import CallbackQuery, User
 
 from project_orchestrator import keys
-from project_orchestrator.agent.protocol import Conversation
+from project_orchestrator.agent.protocol import Conversation, ReplyTo
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
-from project_orchestrator.channels.telegram import TelegramChannel
+from project_orchestrator.channels.staging import (
+    stage_button_answer,
+    stage_drop_buttons,
+    stage_message,
+)
 from project_orchestrator.config import Settings
 from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import OrchestratorError
@@ -69,22 +73,32 @@ class TelegramDesk:
     audit: AuditLog
     commands: CommandDesk
     conversation: Conversation
-    channel: TelegramChannel
 
     # --- access --------------------------------------------------------------------
 
     def allowed(self, user: User) -> bool:
         return user.id in self.settings.telegram_allowed_user_ids
 
-    async def refuse(self, said: Said) -> None:
+    async def refuse(self, session: AsyncSession, said: Said) -> None:
         self.audit_refusal(said)
-        # One refusal per person, however often they write.
-        await self.channel.deliver(
+        await stage_message(
+            session,
             said.chat_id,
-            f"telegram:refusal:{said.user.id}",
+            keys.telegram_refusal(said.user.id),
             "Sorry, this bot is private: I can only talk with people its operators have "
             "allowed. Your Telegram user id is "
             f"{said.user.id}, if you want to ask them.",
+        )
+
+    async def refuse_button(self, session: AsyncSession, said: Said, query: CallbackQuery) -> None:
+        self.audit_refusal(said)
+        await stage_button_answer(
+            session,
+            said.update_id,
+            said.chat_id,
+            query.id,
+            "Sorry, you are not allowed to decide here.",
+            alert=True,
         )
 
     def audit_refusal(self, said: Said) -> None:
@@ -107,8 +121,9 @@ class TelegramDesk:
             await session.flush()
         return chat
 
-    async def reply(self, said: Said, text: str) -> None:
-        await self.channel.deliver(said.chat_id, keys.telegram_reply(said.update_id), text)
+    async def reply(self, session: AsyncSession, said: Said, text: str) -> None:
+        """The answer to what they said, sent once this job's transaction commits."""
+        await stage_message(session, said.chat_id, keys.telegram_reply(said.update_id), text)
 
     # --- messages ------------------------------------------------------------------
 
@@ -116,7 +131,7 @@ class TelegramDesk:
         actor = await self._actor(session, said.user)
         chat = await self._chat(session, said.chat_id)
         answer = await self._command(session, said, actor, chat, name, argument.strip())
-        await self.reply(said, answer)
+        await self.reply(session, said, answer)
 
     async def _command(
         self,
@@ -151,14 +166,16 @@ class TelegramDesk:
         chat = await self._chat(session, said.chat_id)
         if chat.awaiting_feedback_gate_id and chat.awaiting_feedback_user_id == said.user.id:
             answer = await self._feedback(session, chat, actor, text)
-            await self.reply(said, answer)
+            await self.reply(session, said, answer)
             return
         project = await self._current(session, chat)
         if project is None:
-            await self.reply(said, NO_PROJECT)
+            await self.reply(session, said, NO_PROJECT)
             return
-        await self.channel.sender.typing(said.chat_id)
-        await self.reply(said, await self.conversation.respond(session, project, actor, text))
+        reply_to = ReplyTo.telegram(said.chat_id, keys.telegram_reply(said.update_id))
+        immediate = await self.conversation.respond(session, project, actor, text, reply_to)
+        if immediate is not None:  # else the agent answers by itself, in a moment
+            await self.reply(session, said, immediate)
 
     async def _feedback(
         self, session: AsyncSession, chat: TelegramChat, actor: Actor, text: str
@@ -269,11 +286,11 @@ class TelegramDesk:
         _, gate_text, choice = (query.data or "::").split(":", 2)
         gate = await _gate(session, gate_text)
         if gate is None or choice not in ("approve", "reject"):
-            await self._answer(query, "This button no longer does anything.")
+            await self._answer(session, said, query, "This button no longer does anything.")
             return
         if gate.status is not GateStatus.PENDING:
-            await self._answer(query, _already(gate))
-            await self._drop_buttons(said.chat_id, query)
+            await self._answer(session, said, query, _already(gate))
+            await self._drop_buttons(session, said.chat_id, query)
             return
         actor = await self._actor(session, said.user)
         project = await self._project_of_gate(session, gate)
@@ -281,41 +298,31 @@ class TelegramDesk:
             chat = await self._chat(session, said.chat_id)
             chat.awaiting_feedback_gate_id = gate.id
             chat.awaiting_feedback_user_id = said.user.id
-            await self._answer(query, "Tell me what should change.")
+            await self._answer(session, said, query, "Tell me what should change.")
             await self.reply(
+                session,
                 said,
                 f"What should change about {gate_name(gate.kind)}? Send it as a message and "
                 "I will pass it on.",
             )
             return
         answer = await self.commands.run(session, project, actor, "approve", "")
-        await self._answer(query, answer)
+        await self._answer(session, said, query, answer)
         await session.refresh(gate)
         if gate.status is not GateStatus.PENDING:
-            await self._drop_buttons(said.chat_id, query)
-        await self.reply(said, answer)
+            await self._drop_buttons(session, said.chat_id, query)
+        await self.reply(session, said, answer)
 
-    async def _answer(self, query: CallbackQuery, text: str) -> None:
-        # Telegram shows at most 200 characters in the little notification.
-        short = text if len(text) <= 190 else text[:189] + "…"
-        await self.channel.sender.call(
-            query.message.chat.id if query.message else 0,
-            lambda: query.answer(short),
-        )
+    async def _answer(
+        self, session: AsyncSession, said: Said, query: CallbackQuery, text: str
+    ) -> None:
+        await stage_button_answer(session, said.update_id, said.chat_id, query.id, text)
 
-    async def _drop_buttons(self, chat_id: int, query: CallbackQuery) -> None:
-        message = query.message
-        if message is None:
-            return
-        try:
-            await self.channel.sender.call(
-                chat_id,
-                lambda: self.channel.sender.bot.edit_message_reply_markup(
-                    chat_id=chat_id, message_id=message.message_id, reply_markup=None
-                ),
-            )
-        except Exception as exc:  # old buttons staying is harmless; the tap was answered
-            log.info("telegram.drop_buttons_failed", error=type(exc).__name__)
+    async def _drop_buttons(
+        self, session: AsyncSession, chat_id: int, query: CallbackQuery
+    ) -> None:
+        if query.message is not None:
+            await stage_drop_buttons(session, chat_id, query.message.message_id)
 
 
 async def _gate(session: AsyncSession, gate_text: str) -> ApprovalGate | None:

@@ -112,7 +112,7 @@ class TelegramEventHandler:
         turn = _current()
         turn.acted = True
         if not self.desk.allowed(said.user):
-            await self.desk.refuse(said)
+            await self.desk.refuse(turn.session, said)
             return None
         return turn, said, message.text
 
@@ -126,9 +126,10 @@ class TelegramEventHandler:
     async def _unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if (found := await self._message(update)) is None:
             return
-        _, said, text = found
+        turn, said, text = found
         name = text.split()[0]
-        await self.desk.reply(said, f"I don't know {name}. Send /help to see what I can do.")
+        answer = f"I don't know {name}. Send /help to see what I can do."
+        await self.desk.reply(turn.session, said, answer)
 
     async def _text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if (found := await self._message(update)) is None:
@@ -144,8 +145,7 @@ class TelegramEventHandler:
         turn = _current()
         turn.acted = True
         if not self.desk.allowed(said.user):
-            self.desk.audit_refusal(said)
-            await query.answer("Sorry, you are not allowed to decide here.", show_alert=True)
+            await self.desk.refuse_button(turn.session, said, query)
             return
         await self.desk.button(turn.session, said, query)
 

@@ -1,0 +1,382 @@
+"""An agent turn, split like a SCAR step: load and commit, think with nothing held, apply
+each round's tool calls in a short transaction of its own.
+
+The person's message is stored with a pending turn by the job that received it; this
+job answers it. One project's turns run one at a time (a lease per project, renewed each
+round), so the model always sees the answers before; other projects never wait on it.
+No transaction and no lock is open while the model thinks. A decision that arrives
+meanwhile (a /approve, a /hold) wins: a tool that would act on the old picture is refused
+and says so to the model, which then sees the new one.
+
+When the AI cannot be reached the turn is not left to the person: it is tried again with
+backoff for up to AI_RETRY_WINDOW_SECONDS, and the answer arrives without their asking
+again. A newer message from them supersedes it, and its answer covers both.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pgqueuer.errors import RetryRequested
+from sqlalchemy import exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from project_orchestrator import keys
+from project_orchestrator.agent import prompts
+from project_orchestrator.agent.conversation import (
+    AgentConversation,
+    History,
+    alternating,
+    plain_reply,
+)
+from project_orchestrator.agent.llm import AIUnavailable, TokenUsage, add_usage
+from project_orchestrator.agent.models import (
+    AgentTurn,
+    ConversationMessage,
+    ConversationSummary,
+    MessageRole,
+    TurnStatus,
+)
+from project_orchestrator.agent.protocol import ReplyTo
+from project_orchestrator.agent.status import record_ai
+from project_orchestrator.agent.tools import BY_NAME, ToolContext, call_tool
+from project_orchestrator.db import leases
+from project_orchestrator.db.engine import Database
+from project_orchestrator.db.types import Channel
+from project_orchestrator.logging import get_logger
+from project_orchestrator.projects.lookup import status_text
+from project_orchestrator.projects.models import Identity, Project
+from project_orchestrator.projects.service import Actor, lock_project
+
+log = get_logger(__name__)
+
+# Longer than a model call with its SDK retries; renewed at every round.
+TURN_LEASE = timedelta(minutes=5)
+FIRST_RETRY = timedelta(seconds=5)
+LONGEST_RETRY = timedelta(minutes=5)
+
+STILL_TRYING = (
+    "My assistant brain is not answering right now. Your message is saved, and I will "
+    "answer here as soon as it is back: there is no need to send it again. Commands like "
+    "/status, /approve and /hold work meanwhile."
+)
+GAVE_UP = (
+    "I could not reach my assistant brain for a long while, so I stopped trying for this "
+    "message. It is saved: say something when you like and I will pick up from there."
+)
+CHANGED_MEANWHILE = (
+    "Not done: while you were thinking, the project changed (someone decided or "
+    "changed something). It stands now as follows:\n{status}\nTell the person what "
+    "changed, and act only on this new picture."
+)
+
+
+class LeaseLost(Exception):
+    """The turn's lease ran out while it worked; whoever took it answers instead."""
+
+
+@dataclass(frozen=True)
+class LoadedTurn:
+    """What the turn needs, read in one short transaction and then committed."""
+
+    turn_id: int
+    project_id: uuid.UUID
+    actor_id: uuid.UUID
+    channel: Channel
+    reply_to: ReplyTo
+    created_at: datetime
+    attempts: int
+    history: History
+    context: str
+    picture: str  # what the tools would act on; see `_picture`
+
+
+@dataclass
+class TurnRunner:
+    db: Database
+    agent: AgentConversation
+    retry_window: timedelta = timedelta(seconds=1800)
+    first_retry: timedelta = FIRST_RETRY
+    longest_retry: timedelta = LONGEST_RETRY
+    # Shows "typing…" in a chat while the model thinks (best effort).
+    typing: Callable[[int], Awaitable[None]] | None = None
+
+    async def run(self, project_id: uuid.UUID, holder: str) -> None:
+        """Answer the project's pending turn(s) while holding its lease."""
+        key = keys.agent_turns(project_id)
+        while True:
+            if not await leases.take(self.db, key, holder, TURN_LEASE):
+                log.debug("agent.turn_lease_held", project_id=str(project_id))
+                return  # its holder answers this turn too
+            try:
+                await self._answer_newest(project_id, key, holder)
+            except LeaseLost:
+                log.warning("agent.turn_lease_lost", project_id=str(project_id))
+                return
+            finally:
+                more = await self._release(project_id, key, holder)
+            if not more:
+                return
+
+    async def _release(self, project_id: uuid.UUID, key: str, holder: str) -> bool:
+        async with self.db.session_scope() as session:
+            await leases.release(session, key, holder)
+            return bool(
+                (
+                    await session.execute(
+                        select(
+                            exists().where(
+                                AgentTurn.project_id == project_id,
+                                AgentTurn.status == TurnStatus.PENDING,
+                                AgentTurn.not_before <= datetime.now(UTC),
+                            )
+                        )
+                    )
+                ).scalar_one()
+            )
+
+    # --- one turn ------------------------------------------------------------------
+
+    async def _answer_newest(self, project_id: uuid.UUID, key: str, holder: str) -> None:
+        loaded = await self._load(project_id, key, holder)
+        if loaded is None:
+            return
+        if loaded.history.to_summarise:
+            loaded = await self._summarised(loaded)
+        if self.typing is not None and loaded.reply_to.chat_id is not None:
+            await self.typing(loaded.reply_to.chat_id)
+        try:
+            answer, blocks, used = await self._think(loaded, key, holder)
+        except AIUnavailable as exc:
+            await self._unavailable(loaded, key, holder, exc)
+            return
+        answer = plain_reply(answer)
+        async with self.db.session_scope() as session:
+            if not await leases.renew(session, key, holder, TURN_LEASE):
+                raise LeaseLost
+            turn = await session.get(AgentTurn, loaded.turn_id, with_for_update=True)
+            if turn is None or turn.status is not TurnStatus.PENDING:
+                return
+            project = await session.get(Project, project_id)
+            if project is None:
+                return
+            actor = await self._actor(session, loaded)
+            await self.agent.store(
+                session,
+                project,
+                MessageRole.ASSISTANT,
+                actor,
+                answer,
+                blocks=blocks,
+                tokens=used.total,
+            )
+            turn.status = TurnStatus.ANSWERED
+            turn.answered_at = datetime.now(UTC)
+            await record_ai(session, healthy=True)
+            await loaded.reply_to.stage(session, answer)
+
+    async def _load(self, project_id: uuid.UUID, key: str, holder: str) -> LoadedTurn | None:
+        """The newest pending turn (older pending ones are covered by its answer)."""
+        async with self.db.session_scope() as session:
+            pending = list(
+                (
+                    await session.execute(
+                        select(AgentTurn)
+                        .where(
+                            AgentTurn.project_id == project_id,
+                            AgentTurn.status == TurnStatus.PENDING,
+                        )
+                        .order_by(AgentTurn.id.desc())
+                        .with_for_update()
+                    )
+                ).scalars()
+            )
+            project = await session.get(Project, project_id)
+            if not pending or project is None:
+                return None
+            newest, older = pending[0], pending[1:]
+            if newest.not_before > datetime.now(UTC):
+                return None  # waiting for its retry; its job comes back then
+            for turn in older:
+                turn.status = TurnStatus.SUPERSEDED
+            history = await self.agent.history(session, project)
+            context = await self.agent.context(session, project, history.summary)
+            return LoadedTurn(
+                turn_id=newest.id,
+                project_id=project_id,
+                actor_id=newest.actor_id,
+                channel=newest.channel,
+                reply_to=ReplyTo.decode(newest.reply_to),
+                created_at=newest.created_at,
+                attempts=newest.attempts,
+                history=history,
+                context=context,
+                picture=await _picture(session, self.agent, project),
+            )
+
+    async def _summarised(self, loaded: LoadedTurn) -> LoadedTurn:
+        """Summarise the older half with nothing held, then store the summary."""
+        history = loaded.history
+        older = history.to_summarise
+        text = await self.agent.summarise(history.summary, older)
+        if text is None:
+            return replace(loaded, history=replace(history, to_summarise=[]))
+        async with self.db.session_scope() as session:
+            already = (
+                await session.execute(
+                    select(ConversationSummary.id).where(
+                        ConversationSummary.project_id == loaded.project_id,
+                        ConversationSummary.through_message_id == older[-1].id,
+                    )
+                )
+            ).scalar_one_or_none()
+            if already is None:
+                session.add(
+                    ConversationSummary(
+                        project_id=loaded.project_id,
+                        through_message_id=older[-1].id,
+                        summary=text,
+                    )
+                )
+        summarised = replace(history, summary=text, to_summarise=[])
+        async with self.db.session_scope() as session:
+            project = await session.get(Project, loaded.project_id)
+            if project is None:
+                raise LookupError("the project was deleted during its turn")
+            context = await self.agent.context(session, project, text)
+        return replace(loaded, history=summarised, context=context)
+
+    async def _think(
+        self, loaded: LoadedTurn, key: str, holder: str
+    ) -> tuple[str, list[dict[str, Any]], TokenUsage]:
+        gateway = self.agent.gateway
+        if gateway is None:
+            raise AIUnavailable("the AI is not configured")
+        system = prompts.system_blocks(loaded.context)
+        messages = alternating(loaded.history.messages)
+        turn_blocks: list[dict[str, Any]] = []
+        used = TokenUsage(0, 0)
+        picture = loaded.picture
+        text = ""
+        for _ in range(self.agent.tool_rounds):
+            reply = await gateway.create(system=system, messages=messages, tools=self.agent.tools)
+            used = add_usage(used, reply.usage)
+            turn_blocks.extend(reply.content)
+            text = reply.text or text
+            async with self.db.session_scope() as session:
+                if not await leases.renew(session, key, holder, TURN_LEASE):
+                    raise LeaseLost
+                project = await lock_project(session, loaded.project_id)
+                await self.agent.charge(session, project, reply.usage)
+                if not reply.tool_calls:
+                    return text, turn_blocks, used
+                actor = await self._actor(session, loaded)
+                ctx = ToolContext(
+                    session,
+                    project,
+                    actor,
+                    self.agent.workflow,
+                    self.agent.notifier,
+                    self.agent.audit,
+                )
+                results, picture = await self._apply(session, ctx, reply.tool_calls, picture)
+            turn_blocks.extend(results)
+            messages.append({"role": "assistant", "content": reply.content})
+            messages.append({"role": "user", "content": results})
+        log.warning("agent.tool_rounds_exhausted", project_id=str(loaded.project_id))
+        return (
+            text or "I have done what I can for now. What would you like next?",
+            turn_blocks,
+            used,
+        )
+
+    async def _apply(
+        self, session: AsyncSession, ctx: ToolContext, calls: list[Any], picture: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The round's tool calls, unless what they act on changed while the model thought."""
+        now = await _picture(session, self.agent, ctx.project)
+        results = []
+        for call in calls:
+            tool = BY_NAME.get(call.name)
+            if now != picture and tool is not None and not tool.reads_only:
+                output = CHANGED_MEANWHILE.format(status=await status_text(session, ctx.project))
+                is_error = True
+                log.info("agent.tool_refused_stale", tool=call.name)
+            else:
+                output, is_error = await call_tool(ctx, call.name, call.input)
+                log.info("agent.tool", tool=call.name, error=is_error)
+            results.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": call.id,
+                    "content": output,
+                    "is_error": is_error,
+                }
+            )
+        # The model has now been told the new picture; what it does next acts on it.
+        return results, await _picture(session, self.agent, ctx.project)
+
+    async def _unavailable(
+        self, loaded: LoadedTurn, key: str, holder: str, error: AIUnavailable
+    ) -> None:
+        """Try again later, by itself, within the retry window; then say so plainly."""
+        log.warning("ai.turn_unavailable", project_id=str(loaded.project_id), error=str(error))
+        attempts = loaded.attempts + 1
+        waited = datetime.now(UTC) - loaded.created_at
+        delay = min(self.first_retry * 2 ** (attempts - 1), self.longest_retry)
+        retrying = waited + delay <= self.retry_window
+        async with self.db.session_scope() as session:
+            await record_ai(session, healthy=False, detail=str(error)[:300])
+            await session.execute(
+                update(AgentTurn)
+                .where(AgentTurn.id == loaded.turn_id, AgentTurn.status == TurnStatus.PENDING)
+                .values(
+                    attempts=attempts,
+                    not_before=datetime.now(UTC) + delay,
+                    status=TurnStatus.PENDING if retrying else TurnStatus.FAILED,
+                )
+            )
+            if retrying and attempts == 1:
+                await loaded.reply_to.stage(session, STILL_TRYING, suffix="still-trying")
+            if not retrying:
+                await loaded.reply_to.stage(session, GAVE_UP)
+        if retrying:
+            raise RetryRequested(delay=delay, reason="the AI is unavailable")
+
+    async def _actor(self, session: AsyncSession, loaded: LoadedTurn) -> Actor:
+        identity = await session.get(Identity, loaded.actor_id)
+        if identity is None:  # deleting an identity deletes its turns too
+            raise LookupError("the turn's person no longer exists")
+        return Actor(identity, loaded.channel)
+
+
+async def _picture(session: AsyncSession, agent: AgentConversation, project: Project) -> str:
+    """What a tool acts on: the run in progress, its phase, the question waiting, the
+    repository. When it changes during a model call, the model's plan is out of date."""
+    run = await agent.workflow.active_run(session, project.id)
+    gate = await agent.workflow.pending_gate(session, run.id) if run is not None else None
+    return "|".join(
+        str(part)
+        for part in (
+            project.github_repo,
+            run.id if run else None,
+            run.status if run else None,
+            run.current_phase if run else None,
+            gate.id if gate else None,
+        )
+    )
+
+
+async def pending_message_ids(session: AsyncSession, project_id: uuid.UUID) -> list[int]:
+    """The person's messages still waiting for an answer (for status and tests)."""
+    found = await session.execute(
+        select(ConversationMessage.id)
+        .join(AgentTurn, AgentTurn.message_id == ConversationMessage.id)
+        .where(AgentTurn.project_id == project_id, AgentTurn.status == TurnStatus.PENDING)
+        .order_by(ConversationMessage.id)
+    )
+    return list(found.scalars())

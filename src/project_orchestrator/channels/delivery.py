@@ -1,0 +1,168 @@
+"""The delivery job: a conversation's outbox sent in order, after the writes committed.
+
+Each outbox row queues a job for its conversation. The job takes the conversation's lease
+(`db.leases`: a row with an expiry, not a database lock, so nothing is held while a
+channel answers), sends the pending rows oldest first and marks each one sent, then gives
+the lease up. A job that finds the lease taken is done: the holder sends its row too. A
+holder whose worker dies is picked up again by another worker once the heartbeat stops;
+the lease is named after that job, so it takes it back at once.
+
+Delivery keeps each channel's promise: a GitHub comment carries a marker and is looked
+for before a second attempt posts again (exactly once); Telegram cannot be searched, so a
+send that succeeded just before a crash is sent once more (at most one duplicate). Rate
+limits hand the job back to the queue with the wait the channel asked for.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from github import GithubException
+from pgqueuer.errors import RetryRequested
+from telegram.error import BadRequest, TelegramError
+
+from project_orchestrator import metrics
+from project_orchestrator.channels import outbox
+from project_orchestrator.channels.github import GitHubPoster
+from project_orchestrator.channels.models import OutboundKind
+from project_orchestrator.channels.outbox import PendingMessage
+from project_orchestrator.channels.telegram import TelegramSender, gate_buttons
+from project_orchestrator.db.engine import Database
+from project_orchestrator.logging import get_logger
+
+log = get_logger(__name__)
+
+# Long enough for the slowest single send (a 30 s inline rate-limit wait, then the call).
+LEASE = timedelta(seconds=120)
+# Failed sends of one message before it is given up (marked failed) and the conversation
+# moves on; with the queue's backoff this rides out an outage of half an hour or so.
+MAX_DELIVERY_ATTEMPTS = 12
+
+
+class ChannelNotConfigured(RuntimeError):
+    pass
+
+
+@dataclass
+class OutboxDelivery:
+    db: Database
+    github: GitHubPoster
+    telegram: TelegramSender | None
+
+    async def deliver(self, conversation: str, holder: str | None = None) -> None:
+        """Send the conversation's pending messages. `holder` names the job doing it, so
+        that job, picked up again after its worker died, takes its lease back at once."""
+        holder = holder or uuid.uuid4().hex
+        while True:
+            if not await outbox.take_lease(self.db, conversation, holder, LEASE):
+                log.debug("outbound.lease_held", conversation=conversation)
+                return
+            try:
+                await self._drain(conversation, holder)
+            finally:
+                more = await outbox.release_lease(self.db, conversation, holder)
+            if not more:
+                return
+
+    async def _drain(self, conversation: str, holder: str) -> None:
+        while True:
+            message = await outbox.next_pending(self.db, conversation, holder, LEASE)
+            if message is None:
+                return
+            try:
+                external_id = await self._send(message)
+            except RetryRequested:
+                raise  # a rate limit: the row stays pending, the job comes back later
+            except Exception as exc:
+                give_up = message.attempts >= MAX_DELIVERY_ATTEMPTS
+                await outbox.record_failure(self.db, message, _describe(exc), give_up=give_up)
+                if not give_up:
+                    raise
+                log.error(
+                    "outbound.given_up",
+                    key=message.key,
+                    attempts=message.attempts,
+                    error=_describe(exc),
+                )
+                metrics.outbound_messages_total.labels(message.channel.value, "failed").inc()
+                continue
+            await outbox.mark_delivered(self.db, message, external_id)
+            metrics.outbound_messages_total.labels(message.channel.value, "sent").inc()
+
+    async def _send(self, message: PendingMessage) -> str | None:
+        kind = message.kind
+        if kind in (OutboundKind.GITHUB_COMMENT, OutboundKind.GITHUB_STATUS):
+            return await self._github(message)
+        sender = self.telegram
+        if sender is None:
+            raise ChannelNotConfigured("TELEGRAM_BOT_TOKEN is not set")
+        chat_id = int(message.payload["chat_id"])
+        if kind is OutboundKind.TELEGRAM_ANSWER:
+            await _harmless(
+                sender.call(
+                    chat_id,
+                    lambda: sender.bot.answer_callback_query(
+                        message.payload["query_id"],
+                        text=message.body,
+                        show_alert=bool(message.payload.get("alert")),
+                    ),
+                ),
+                "telegram.button_answer_failed",
+            )
+            return None
+        if kind is OutboundKind.TELEGRAM_DROP_BUTTONS:
+            await _harmless(
+                sender.call(
+                    chat_id,
+                    lambda: sender.bot.edit_message_reply_markup(
+                        chat_id=chat_id,
+                        message_id=int(message.payload["message_id"]),
+                        reply_markup=None,
+                    ),
+                ),
+                "telegram.drop_buttons_failed",
+            )
+            return None
+        if kind is OutboundKind.TELEGRAM_PROGRESS and message.external_id is not None:
+            await sender.edit(chat_id, int(message.external_id), message.body)
+            return message.external_id
+        gate_id = message.payload.get("gate_id")
+        sent = await sender.send(
+            chat_id, message.body, gate_buttons(gate_id) if gate_id is not None else None
+        )
+        return str(sent[-1].message_id) if sent else None
+
+    async def _github(self, message: PendingMessage) -> str:
+        repo, number = str(message.payload["repo"]), int(message.payload["number"])
+        known = int(message.external_id) if message.external_id else None
+        comment_id = await self.github.post(
+            repo,
+            number,
+            message.key,
+            message.body,
+            known,
+            search=known is None and message.maybe_sent,
+            edit=message.kind is OutboundKind.GITHUB_STATUS,
+        )
+        return str(comment_id)
+
+
+async def _harmless(call: Awaitable[object], event: str) -> None:
+    """A button answer that came too late, or buttons already gone, change nothing for the
+    person: log it and go on rather than retry."""
+    try:
+        await call
+    except BadRequest as exc:
+        log.info(event, error=type(exc).__name__)
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, in words that carry no secret (no URL, no header)."""
+    if isinstance(exc, GithubException):
+        return f"GitHub answered {exc.status}"
+    if isinstance(exc, TelegramError):
+        return f"Telegram: {type(exc).__name__}"
+    return type(exc).__name__

@@ -1,0 +1,63 @@
+"""Leases: who does one kind of serial work right now (deliver a conversation's messages,
+answer a project's messages), and until when at the latest.
+
+A lease is a row with an expiry, not a database lock: nothing is held while the work
+waits on a channel or a model. Its holder is the queue job doing the work, named by the
+job's id, so a job that is picked up again after its worker died takes its own lease back
+at once; anyone else waits for the expiry. The holder renews it as it goes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import DateTime, String, delete, func, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from project_orchestrator.db.base import Base
+from project_orchestrator.db.engine import Database
+
+
+class WorkLease(Base):
+    __tablename__ = "work_leases"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+async def take(db: Database, key: str, holder: str, ttl: timedelta) -> bool:
+    """The lease for `holder`, unless someone else holds a live one."""
+    statement = insert(WorkLease).values(key=key, holder=holder, expires_at=func.now() + ttl)
+    statement = statement.on_conflict_do_update(
+        index_elements=["key"],
+        set_={"holder": statement.excluded.holder, "expires_at": statement.excluded.expires_at},
+        where=(WorkLease.expires_at < func.now()) | (WorkLease.holder == holder),
+    )
+    async with db.session_scope() as session:
+        taken = (await session.execute(statement.returning(WorkLease.holder))).first()
+    return taken is not None
+
+
+async def renew(session: AsyncSession, key: str, holder: str, ttl: timedelta) -> bool:
+    """Extend the lease in the caller's transaction; False when it is no longer ours."""
+    renewed = await session.execute(
+        update(WorkLease)
+        .where(WorkLease.key == key, WorkLease.holder == holder)
+        .values(expires_at=func.now() + ttl)
+        .returning(WorkLease.key)
+    )
+    return renewed.first() is not None
+
+
+async def release(session: AsyncSession, key: str, holder: str) -> None:
+    """Give the lease up in the caller's transaction.
+
+    The caller then looks, in the same transaction, for work left: work whose job found
+    the lease taken committed before that job looked, so it is seen; a job that looks
+    after the release waits on the deleted row until this commits, then takes the lease.
+    Either way no work is left without someone to do it.
+    """
+    await session.execute(delete(WorkLease).where(WorkLease.key == key, WorkLease.holder == holder))
