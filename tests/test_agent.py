@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,27 +14,37 @@ import anthropic
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from pgqueuer.errors import RetryRequested
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import metrics
 from project_orchestrator.agent.breaker import CircuitBreaker
-from project_orchestrator.agent.conversation import (
-    BUDGET_REACHED,
-    UNAVAILABLE,
-    AgentConversation,
-)
+from project_orchestrator.agent.conversation import BUDGET_REACHED, AgentConversation
 from project_orchestrator.agent.llm import ModelGateway
-from project_orchestrator.agent.models import ConversationMessage, ConversationSummary
+from project_orchestrator.agent.models import (
+    AgentTurn,
+    ConversationMessage,
+    ConversationSummary,
+    TurnStatus,
+)
+from project_orchestrator.agent.protocol import ReplyTo
 from project_orchestrator.agent.status import ai_outage
 from project_orchestrator.agent.tools import TOOLS
+from project_orchestrator.agent.turns import GAVE_UP, STILL_TRYING, TurnRunner
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.base import Notifier
+from project_orchestrator.channels.models import OutboundMessage
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
 from project_orchestrator.projects.models import Project
-from project_orchestrator.projects.service import Actor, create_project, github_identity
+from project_orchestrator.projects.service import (
+    Actor,
+    create_project,
+    github_identity,
+    lock_project,
+)
 from project_orchestrator.vision.models import BrainstormNote
+from project_orchestrator.workflow.models import RunStatus, WorkflowRun
 from project_orchestrator.workflow.service import Workflow
 from tests.conftest import make_settings
 from tests.support.fake_anthropic import FakeAnthropic
@@ -48,8 +62,11 @@ def fake() -> Iterator[tuple[FakeAnthropic, str]]:
 
 
 class Setup:
-    def __init__(self, session: AsyncSession, fake: FakeAnthropic, url: str, tmp: Path) -> None:
-        self.session = session
+    """A project and the agent, driven as the worker drives them: the message is stored
+    in one transaction, the turn runs afterwards in its own."""
+
+    def __init__(self, db: Database, fake: FakeAnthropic, url: str, tmp: Path) -> None:
+        self.db = db
         self.fake = fake
         self.audit = AuditLog(tmp / "audit.log")
         client = anthropic.AsyncAnthropic(api_key=KEY, base_url=url, max_retries=0)
@@ -61,26 +78,65 @@ class Setup:
             audit=self.audit,
             max_tokens_per_project=1_000_000,
         )
-        self.project: Project
-        self.actor: Actor
+        self.turns = TurnRunner(
+            db, self.agent, first_retry=timedelta(0), longest_retry=timedelta(0)
+        )
+        self.project_id: uuid.UUID
+        self.actor_id: uuid.UUID
+        self._said = 0
 
     async def start(self) -> Setup:
-        self.actor = Actor(await github_identity(self.session, "ada"), Channel.GITHUB)
-        self.project = await create_project(
-            self.session, self.audit, name="Meals", owner=self.actor, github_repo="acme/meals"
-        )
+        async with self.db.session_scope() as session:
+            actor = Actor(await github_identity(session, "ada"), Channel.GITHUB)
+            project = await create_project(
+                session, self.audit, name="Meals", owner=actor, github_repo="acme/meals"
+            )
+            self.project_id, self.actor_id = project.id, actor.identity.id
         return self
 
-    async def say(self, text: str) -> str:
-        return await self.agent.respond(self.session, self.project, self.actor, text)
+    async def say(self, text: str, *, login: str | None = None) -> str | None:
+        """What the person is told: at once, or by the turn (None: nothing yet)."""
+        self._said += 1
+        key = f"reply:{self._said}"
+        async with self.db.session_scope() as session:
+            project = await session.get(Project, self.project_id)
+            assert project is not None
+            identity = await github_identity(session, login or "ada")
+            immediate = await self.agent.respond(
+                session,
+                project,
+                Actor(identity, Channel.GITHUB),
+                text,
+                ReplyTo.github("acme/meals", 1, key),
+            )
+        if immediate is not None:
+            return immediate
+        with contextlib.suppress(RetryRequested):  # the AI away: the queue would retry
+            await self.turns.run(self.project_id, "job-test")
+        return await self.told(key)
+
+    async def told(self, key: str) -> str | None:
+        async with self.db.session_scope() as session:
+            found = await session.execute(
+                select(OutboundMessage.body).where(OutboundMessage.idempotency_key == key)
+            )
+            return found.scalar_one_or_none()
+
+    async def project(self) -> Project:
+        async with self.db.session_scope() as session:
+            project = await session.get(Project, self.project_id)
+            assert project is not None
+            return project
+
+    async def turn_statuses(self) -> list[TurnStatus]:
+        async with self.db.session_scope() as session:
+            rows = await session.execute(select(AgentTurn.status).order_by(AgentTurn.id))
+            return list(rows.scalars())
 
 
 @pytest.fixture
-async def setup(
-    db: Database, fake: tuple[FakeAnthropic, str], tmp_path: Path
-) -> AsyncIterator[Setup]:
-    async with db.session_scope() as session:
-        yield await Setup(session, fake[0], fake[1], tmp_path).start()
+async def setup(db: Database, fake: tuple[FakeAnthropic, str], tmp_path: Path) -> Setup:
+    return await Setup(db, fake[0], fake[1], tmp_path).start()
 
 
 async def test_the_model_sees_the_project_and_a_cached_stable_prefix(setup: Setup) -> None:
@@ -101,14 +157,15 @@ async def test_every_message_is_stored_and_tokens_are_counted(setup: Setup) -> N
     before = metrics.ai_tokens_total.labels("output")._value.get()
     setup.fake.reply_text("Nice.")
     await setup.say("A meal planner")
-    rows = (await setup.session.execute(select(ConversationMessage))).scalars().all()
+    async with setup.db.session_scope() as session:
+        rows = (await session.execute(select(ConversationMessage))).scalars().all()
     assert [(m.role.value, m.content) for m in rows] == [
         ("user", "A meal planner"),
         ("assistant", "Nice."),
     ]
-    assert rows[0].author_id == setup.actor.identity.id
+    assert rows[0].author_id == setup.actor_id
     assert rows[1].tokens > 0
-    assert setup.project.ai_tokens_used == rows[1].tokens
+    assert (await setup.project()).ai_tokens_used == rows[1].tokens
     assert metrics.ai_tokens_total.labels("output")._value.get() > before
 
 
@@ -124,8 +181,9 @@ async def test_tools_act_as_the_person_of_the_job_not_as_the_model_says(setup: S
     )
     setup.fake.reply_text("Noted!")
     assert await setup.say("It's for busy parents") == "Noted!"
-    note = (await setup.session.execute(select(BrainstormNote))).scalar_one()
-    assert note.author_id == setup.actor.identity.id
+    async with setup.db.session_scope() as session:
+        note = (await session.execute(select(BrainstormNote))).scalar_one()
+    assert note.author_id == setup.actor_id
     follow_up = setup.fake.requests[1]["messages"]
     result = follow_up[-1]["content"][0]
     assert result["type"] == "tool_result"
@@ -154,7 +212,7 @@ async def test_tool_rounds_are_capped(setup: Setup) -> None:
 
 async def test_replies_never_show_code(setup: Setup) -> None:
     setup.fake.reply_text("Here you go:\n```python\nprint('hi')\n```\nAll set.")
-    answer = await setup.say("show me")
+    answer = await setup.say("show me") or ""
     assert "print" not in answer
     assert "All set." in answer
 
@@ -168,23 +226,26 @@ async def test_long_conversations_are_summarised_and_nothing_is_lost(setup: Setu
     summary_requests = [r for r in setup.fake.requests if not r.get("tools")]
     assert summary_requests, "older turns were summarised"
     assert "Detail number 0" in str(summary_requests[0]["messages"])
-    summary = (
-        (
-            await setup.session.execute(
-                select(ConversationSummary).order_by(ConversationSummary.through_message_id.desc())
+    async with setup.db.session_scope() as session:
+        summary = (
+            (
+                await session.execute(
+                    select(ConversationSummary).order_by(
+                        ConversationSummary.through_message_id.desc()
+                    )
+                )
             )
+            .scalars()
+            .first()
         )
-        .scalars()
-        .first()
-    )
+        stored = (
+            await session.execute(select(func.count()).select_from(ConversationMessage))
+        ).scalar_one()
     assert summary is not None
     last = setup.fake.requests[-1]
     assert summary.summary in last["system"][1]["text"]
     assert "Detail number 5" in str(last["messages"])
     assert "Detail number 0" not in str(last["messages"])
-    stored = (
-        await setup.session.execute(select(func.count()).select_from(ConversationMessage))
-    ).scalar_one()
     assert stored == 12  # every message kept, whatever the model saw
 
 
@@ -192,27 +253,91 @@ async def test_the_token_cap_stops_the_agent(setup: Setup) -> None:
     setup.agent.max_tokens_per_project = 50
     setup.fake.reply_text("x " * 200)
     await setup.say("A long answer please " * 20)
-    assert setup.project.ai_tokens_used >= 50
+    assert (await setup.project()).ai_tokens_used >= 50
     count = setup.fake.request_count
     assert await setup.say("And another") == BUDGET_REACHED
     assert setup.fake.request_count == count
 
 
-async def test_an_unreachable_ai_is_explained_remembered_and_forgotten(setup: Setup) -> None:
+async def test_an_unreachable_ai_is_retried_by_itself_and_a_newer_message_supersedes(
+    setup: Setup,
+) -> None:
     setup.fake.down = True
-    assert await setup.say("Hello?") == UNAVAILABLE
-    assert await ai_outage(setup.session) is not None
-    assert await setup.say("Still there?") == UNAVAILABLE
+    assert await setup.say("Hello?") is None  # no answer yet: the turn waits to try again
+    assert await setup.told("reply:1:still-trying") == STILL_TRYING  # said once
+    async with setup.db.session_scope() as session:
+        assert await ai_outage(session) is not None
+    with contextlib.suppress(RetryRequested):
+        await setup.turns.run(setup.project_id, "job-test")  # the queue's retry: still down
+    assert await setup.turn_statuses() == [TurnStatus.PENDING]
+    assert await setup.told("reply:1:still-trying") == STILL_TRYING
+    assert await setup.say("Still there?") is None  # the circuit is open now: no request
     requests = setup.fake.request_count
-    assert await setup.say("Hello again") == UNAVAILABLE
-    assert setup.fake.request_count == requests  # the circuit is open: no request sent
+    assert await setup.turn_statuses() == [TurnStatus.SUPERSEDED, TurnStatus.PENDING]
+
     setup.fake.down = False
     setup.gateway.breaker.reset_after_seconds = 0
     setup.fake.reply_text("I'm back.")
-    assert await setup.say("And now?") == "I'm back."
-    assert await ai_outage(setup.session) is None
+    await setup.turns.run(setup.project_id, "job-test")  # the newer turn's retry
+    assert await setup.told("reply:2") == "I'm back."
+    assert await setup.told("reply:1") is None  # the newer answer covered both
+    assert setup.fake.request_count == requests + 1
+    assert await setup.turn_statuses() == [TurnStatus.SUPERSEDED, TurnStatus.ANSWERED]
+    async with setup.db.session_scope() as session:
+        assert await ai_outage(session) is None
     said = str(setup.fake.requests[-1]["messages"])
     assert "Hello?" in said  # what was said during the outage reached the model
+    assert "Still there?" in said
+
+
+async def test_an_ai_away_for_the_whole_window_is_said_plainly(setup: Setup) -> None:
+    setup.turns.retry_window = timedelta(0)
+    setup.fake.down = True
+    assert await setup.say("Hello?") == GAVE_UP
+    assert await setup.turn_statuses() == [TurnStatus.FAILED]
+
+
+@dataclass
+class DecidesWhileThinking:
+    """The person cancels the build while the model is thinking about holding it."""
+
+    inner: ModelGateway
+    db: Database
+    setup: Setup
+    done: bool = False
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self.inner.breaker
+
+    async def create(self, **request: Any) -> Any:
+        reply = await self.inner.create(**request)
+        if not self.done:
+            self.done = True
+            async with self.db.session_scope() as session:
+                project = await lock_project(session, self.setup.project_id)
+                owner = Actor(await github_identity(session, "ada"), Channel.GITHUB)
+                await self.setup.agent.workflow.cancel(session, project, owner)
+        return reply
+
+
+async def test_a_decision_made_while_the_model_thinks_wins_over_its_tool_call(
+    setup: Setup,
+) -> None:
+    async with setup.db.session_scope() as session:
+        project = await lock_project(session, setup.project_id)
+        owner = Actor(await github_identity(session, "ada"), Channel.GITHUB)
+        await setup.agent.workflow.start_run(session, project, owner, "x")
+    setup.agent.gateway = DecidesWhileThinking(setup.gateway, setup.db, setup)  # type: ignore[assignment]
+    setup.fake.reply([tool_use("hold_build")], "tool_use")
+    setup.fake.reply_text("You had cancelled it meanwhile, so there is nothing to pause.")
+    assert "cancelled" in (await setup.say("Please pause the build") or "")
+    result = setup.fake.requests[-1]["messages"][-1]["content"][0]
+    assert result["is_error"] is True
+    assert "the project changed" in result["content"]
+    async with setup.db.session_scope() as session:
+        statuses = (await session.execute(select(WorkflowRun.status))).scalars().all()
+    assert statuses == [RunStatus.CANCELLED]  # the person's decision stands, not the hold
 
 
 async def test_health_ai_reports_what_the_worker_saw(
@@ -251,16 +376,25 @@ async def test_health_ai_reports_what_the_worker_saw(
 
 
 async def test_holding_in_words_uses_the_same_service_and_its_rules(setup: Setup) -> None:
-    run = await setup.agent.workflow.start_run(setup.session, setup.project, setup.actor, "x")
+    async with setup.db.session_scope() as session:
+        project = await lock_project(session, setup.project_id)
+        owner = Actor(await github_identity(session, "ada"), Channel.GITHUB)
+        run = await setup.agent.workflow.start_run(session, project, owner, "x")
     setup.fake.reply([tool_use("hold_build")], "tool_use")
     setup.fake.reply_text("Paused.")
     assert await setup.say("Please pause everything") == "Paused."
-    assert run.status.value == "on_hold"
-    outsider = Actor(await github_identity(setup.session, "mallory"), Channel.GITHUB)
+    assert await run_status(setup, run.id) == RunStatus.ON_HOLD
     setup.fake.reply([tool_use("resume_build")], "tool_use")
     setup.fake.reply_text("I can't.")
-    await setup.agent.respond(setup.session, setup.project, outsider, "resume it")
+    await setup.say("resume it", login="mallory")
     result = setup.fake.requests[-1]["messages"][-1]["content"][0]
     assert result["is_error"] is True
     assert "owner" in result["content"]
-    assert run.status.value == "on_hold"
+    assert await run_status(setup, run.id) == RunStatus.ON_HOLD
+
+
+async def run_status(setup: Setup, run_id: uuid.UUID) -> RunStatus:
+    async with setup.db.session_scope() as session:
+        run = await session.get(WorkflowRun, run_id)
+        assert run is not None
+        return run.status

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.app import create_app
 from project_orchestrator.audit import AuditLog
+from project_orchestrator.composition.outbound import build_outbound
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
 from project_orchestrator.projects.models import Identity, MemberRole, Project, ProjectMember
@@ -54,6 +55,19 @@ async def api_client(
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             yield client
+
+
+async def deliver_outbox(tmp_path: Path, database_url: str, db: Database, **overrides: Any) -> None:
+    """What a worker does next: deliver what the request wrote to the outbox."""
+    settings = make_settings(tmp_path, database_url=database_url, **overrides)
+    outbound = build_outbound(settings, db)
+    async with db.engine.connect() as conn:
+        conversations = (
+            await conn.execute(text("SELECT DISTINCT conversation FROM outbound_messages"))
+        ).scalars()
+    for conversation in list(conversations):
+        await outbound.delivery.deliver(conversation)
+    await outbound.aclose()
 
 
 def github_settings(github: FakeGitHub) -> dict[str, Any]:
@@ -342,7 +356,10 @@ async def test_approve_queues_the_next_step_and_tells_the_person(
     assert granted[0]["user_id"] == "api"
     assert granted[0]["project_id"] == str(world.project_id)
     assert granted[0]["details"]["via"] == "api"
-    # Announced on the project's issue, as a chat decision would be.
+    # Announced on the project's issue, as a chat decision would be: written with the
+    # decision, posted by the worker.
+    assert github.comments(REPO, 7) == []
+    await deliver_outbox(tmp_path, database_url, db, **github_settings(github))
     [board] = github.comments(REPO, 7)
     assert "Build #1" in board["body"]
     assert "Prime: SCAR reads the project: up next" in board["body"]
@@ -367,6 +384,13 @@ async def test_a_decision_through_the_api_reaches_a_telegram_only_project(
             world.decide_url("approve"), json={"decided_by": "ada"}, headers=AUTH
         )
         assert response.status_code == 200
+    await deliver_outbox(
+        tmp_path,
+        database_url,
+        db,
+        telegram_bot_token="123456:TEST-token",
+        telegram_api_base_url=url,
+    )
     said = [m["plain"] for m in fake.messages(4242)]
     assert any("Build #1" in text for text in said), said
 

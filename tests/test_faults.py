@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from project_orchestrator.agent.conversation import UNAVAILABLE
+from project_orchestrator.agent.turns import STILL_TRYING
 from project_orchestrator.db.engine import Database
 from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus
 from project_orchestrator.workflow.models import Phase, PhaseStatus, RunStatus
@@ -160,9 +160,10 @@ async def test_ai_away_then_back_the_conversation_resumes_with_nothing_lost(
 
         journey.anthropic.down = True
         asked_before = journey.anthropic.request_count
-        await worker.say(second)
-        # Told plainly, once; the message is kept; every process can see the outage.
-        assert journey.last_reply().startswith(UNAVAILABLE)
+        await worker.deliver(second)
+        # Told plainly, once, that it will answer by itself; the message is kept; every
+        # process can see the outage; the turn keeps trying meanwhile.
+        await eventually(lambda: journey.last_reply().startswith(STILL_TRYING))
         assert journey.anthropic.request_count > asked_before  # it did try
         ai = await ai_row(journey.db)
         assert ai is not None
@@ -170,7 +171,7 @@ async def test_ai_away_then_back_the_conversation_resumes_with_nothing_lost(
 
         journey.anthropic.down = False
         journey.anthropic.reply_text("Welcome back! So: busy parents. What should it do first?")
-        await worker.say(third)
+        await worker.say(third)  # its answer covers the message sent during the outage
         assert "Welcome back" in journey.last_reply()
         assert worker.task is not None
         assert not worker.task.done()
@@ -187,7 +188,7 @@ async def test_ai_away_then_back_the_conversation_resumes_with_nothing_lost(
     ai = await ai_row(journey.db)
     assert ai is not None
     assert ai[0] is True
-    # One reply per comment: the outage doubled nothing.
+    # The answer, the notice of the outage, the answer after it: nothing doubled.
     assert len(journey.bot_comments()) == 3
 
 

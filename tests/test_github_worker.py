@@ -10,11 +10,11 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
+from project_orchestrator.channels.delivery import MAX_DELIVERY_ATTEMPTS
+from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
-from project_orchestrator.events.cli import list_events, replay
-from project_orchestrator.events.models import EventStatus, InboundEvent
-from project_orchestrator.events.processor import MAX_ATTEMPTS
+from project_orchestrator.events.cli import replay
 from project_orchestrator.projects.models import Identity, Project
 from project_orchestrator.workflow.models import (
     ApprovalGate,
@@ -176,25 +176,19 @@ async def test_rate_limited_replies_wait_and_post_once(
     assert await _statuses(db) == ["handled"]
 
 
-async def test_failing_events_end_failed_and_can_be_replayed(
+async def test_a_reply_that_cannot_be_posted_ends_failed_and_the_event_stays_handled(
     tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
 ) -> None:
     await _deliver(tmp_path, database_url, "issue_comment", issue_comment("@orchestrator /help"))
-    # Without a token nothing can be posted: every attempt fails.
+    # Without a token nothing can be posted: every delivery attempt fails.
     await work_until_idle(_settings(tmp_path, database_url, github, github_access_token=None), db)
+    assert await _statuses(db) == ["handled"]  # what the comment asked for was done
     async with db.session_scope() as session:
-        event = (await session.execute(select(InboundEvent))).scalar_one()
-    assert event.status is EventStatus.FAILED
-    assert event.attempts == MAX_ATTEMPTS
-    assert "GITHUB_ACCESS_TOKEN" in (event.last_error or "")
-    [line] = await list_events(database_url, failed_only=True, limit=10)
-    assert str(event.id) in line
-
-    await replay(database_url, event.id)
-    await work_until_idle(_settings(tmp_path, database_url, github), db)
-    assert len(github.comments(REPO, 7)) == 1
-    assert await _statuses(db) == ["handled"]
-    assert await list_events(database_url, failed_only=True, limit=10) == []
+        reply = (await session.execute(select(OutboundMessage))).scalar_one()
+    assert reply.status is OutboundStatus.FAILED
+    assert reply.attempts == MAX_DELIVERY_ATTEMPTS
+    assert reply.last_error == "GitHubNotConfigured"
+    assert github.comments(REPO, 7) == []
 
 
 async def test_a_new_pr_head_voids_the_pending_merge_approval(

@@ -73,6 +73,12 @@ async def _deliver_help(tmp_path: Path, database_url: str) -> None:
         assert (await client.post(URL, content=body, headers=headers)).status_code == 202
 
 
+async def _reply_status(db: Database) -> str:
+    async with db.engine.connect() as conn:
+        found = await conn.execute(text("SELECT status::text FROM outbound_messages"))
+        return str(found.scalar_one())
+
+
 async def test_killed_mid_job_the_comment_is_posted_exactly_once(
     tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
 ) -> None:
@@ -85,16 +91,19 @@ async def test_killed_mid_job_the_comment_is_posted_exactly_once(
         first.wait(timeout=10)
     finally:
         first.kill()
-    assert await _event_status(db) == "pending"
+    # The event was handled and committed; the reply's delivery was cut short.
+    assert await _event_status(db) == "handled"
+    assert await _reply_status(db) == "pending"
 
     github.post_delay_seconds = 0
     second = _start_worker(tmp_path, database_url, github)
     try:
-        # Its heartbeat stopped, so the job is picked up again once it goes stale.
-        async def handled() -> bool:
-            return await _event_status(db) == "handled"
+        # Its heartbeat stopped, so the delivery job is picked up again once it goes
+        # stale; it finds the comment by its marker instead of posting it again.
+        async def sent() -> bool:
+            return await _reply_status(db) == "sent"
 
-        await _wait_for(handled)
+        await _wait_for(sent)
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=30)

@@ -109,6 +109,8 @@ class FakeAnthropic:
         self.responder: Responder = responder or default_responder
         self.down = False
         self.delay_seconds: float = 0.0
+        # A per-request delay chosen from the request body (one project's turns slow).
+        self.delay_when: Callable[[dict[str, Any]], float] | None = None
         self.retry_after_seconds: float | None = 0.01
         self._lock = threading.Lock()
         self._script: deque[dict[str, Any]] = deque()
@@ -247,8 +249,11 @@ class FakeAnthropic:
             if failing:
                 self._failing -= 1
             fail_status = self._fail_status
-        if self.delay_seconds > 0:
-            await asyncio.sleep(self.delay_seconds)
+        delay = self.delay_seconds
+        if self.delay_when is not None and isinstance(body, dict):
+            delay += self.delay_when(body)
+        if delay > 0:
+            await asyncio.sleep(delay)
         if self.down:
             return self._error(500)
         if failing:

@@ -66,7 +66,8 @@ async def enqueue_delivery(session: AsyncSession, conversation: str) -> None:
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(
-        entrypoint=DELIVER_OUTBOUND, payload=DeliveryJob(conversation).encode()
+        entrypoint=DELIVER_OUTBOUND,
+        payload=DeliveryJob(conversation, _current_correlation_id()).encode(),
     )
 
 

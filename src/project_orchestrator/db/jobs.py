@@ -53,15 +53,21 @@ DELIVER_OUTBOUND = "deliver_outbound"
 @dataclass(frozen=True)
 class DeliveryJob:
     conversation: str
+    correlation_id: str | None = None
 
     def encode(self) -> bytes:
-        return orjson.dumps({"conversation": self.conversation})
+        return orjson.dumps(
+            {"conversation": self.conversation, "correlation_id": self.correlation_id}
+        )
 
     @classmethod
     def decode(cls, payload: bytes | None) -> DeliveryJob:
         if not payload:
             raise ValueError("delivery job without a payload")
-        return cls(conversation=str(orjson.loads(payload)["conversation"]))
+        data = orjson.loads(payload)
+        return cls(
+            conversation=str(data["conversation"]), correlation_id=data.get("correlation_id")
+        )
 
 
 # One job per person's message the agent answers; it answers its project's newest turn.

@@ -150,7 +150,9 @@ async def run_step_job(steps: StepRunner, job: Job) -> None:
 
 async def run_delivery_job(deliveries: Deliveries, job: Job) -> None:
     delivery = DeliveryJob.decode(job.payload)
-    structlog.contextvars.bind_contextvars(conversation=delivery.conversation, job_id=job.id)
+    structlog.contextvars.bind_contextvars(
+        correlation_id=delivery.correlation_id, conversation=delivery.conversation, job_id=job.id
+    )
     try:
         await deliveries.deliver(delivery.conversation, _holder(job))
     except RetryRequested:
