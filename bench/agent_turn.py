@@ -8,10 +8,12 @@ each) to `orchestrator serve` (API + in-process worker) or, with --separate-work
     t0 = when the 202 came back to the sender
     t1 = when the fake GitHub finished answering the reply comment's POST
 
-The fake Messages API echoes the message's unique token in its answer, so the reply
-comment carries it and t1 is matched to its message. Reports, per rate: messages sent,
+The fake Messages API echoes the newest message's unique token in its answer, so the reply
+comment carries it and t1 is matched to its message. The agent answers a project's newest
+message and covers the earlier ones it had not answered yet (they are in the history the
+model saw), so a reply also answers those, at its t1. Reports, per rate: messages sent,
 replies received, overhead (t1 - t0) p50/p95/p99/max, reply throughput over the window,
-CPU spent per message by each process, and whether the targets (p99 < 100 ms,
+CPU spent per message sent by each process, and whether the targets (p99 < 100 ms,
 >= 50 messages/s) are met. Exits 1 when a reply is missing, else 0 (it is a measurement).
 
     uv run python bench/agent_turn.py [--messages 1000] [--rate 50 100] [--repos 20]
@@ -496,29 +498,49 @@ class PhaseResult:
     others_busy: float  # of which, processes not part of this bench (other work on the box)
 
 
+def answered_at(accepted: list[Delivery], arrivals: dict[str, float]) -> dict[str, float]:
+    """When each message was answered. The agent answers a project's newest message and
+    covers the ones it had not answered yet (they are in the history the model saw), so a
+    reply carrying message k's token answers every earlier unanswered message of its
+    repository; a reply that never came for any later one leaves them unanswered."""
+    answered: dict[str, float] = {}
+    by_repo: dict[str, list[Delivery]] = {}
+    for delivery in sorted(accepted, key=lambda d: d.accepted):
+        by_repo.setdefault(delivery.repo, []).append(delivery)
+    for messages in by_repo.values():
+        waiting: list[Delivery] = []
+        for delivery in messages:
+            waiting.append(delivery)
+            if delivery.token in arrivals:
+                for covered in waiting:
+                    answered[covered.token] = arrivals[delivery.token]
+                waiting = []
+    return answered
+
+
 def summarise(
     rate: float,
     deliveries: list[Delivery],
     taken: dict[str, Any],
     cpu: tuple[dict[str, float], float, float],
 ) -> PhaseResult:
-    arrivals: dict[str, float] = taken["arrivals"]
     accepted = [d for d in deliveries if d.status == 202]
-    matched = [d for d in accepted if d.token in arrivals]
+    answered = answered_at(accepted, taken["arrivals"])
+    matched = [d for d in accepted if d.token in answered]
     used, busy, wall = cpu
-    replies = len(matched) or 1
+    messages = len(accepted) or 1
     return PhaseResult(
         rate=rate,
         sent=len(deliveries),
         accepted=len(accepted),
         replies=len(matched),
         duplicates=taken["duplicates"],
-        overhead_ms=[(arrivals[d.token] - d.accepted) * 1000 for d in matched],
+        overhead_ms=[(answered[d.token] - d.accepted) * 1000 for d in matched],
         ingress_ms=[(d.accepted - d.sent) * 1000 for d in accepted],
         send_rate=per_second([d.sent for d in deliveries]),
-        reply_rate=per_second([arrivals[d.token] for d in matched]),
+        reply_rate=per_second([answered[d.token] for d in matched]),
         fake_ms={name: percentile(v, 50) * 1000 for name, v in taken["service"].items()},
-        cpu_ms_per_msg={name: seconds * 1000 / replies for name, seconds in used.items()},
+        cpu_ms_per_msg={name: seconds * 1000 / messages for name, seconds in used.items()},
         machine_busy=busy / wall if wall else math.nan,
         others_busy=max(0.0, busy - sum(used.values())) / wall if wall else math.nan,
     )

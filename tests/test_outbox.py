@@ -22,6 +22,7 @@ from project_orchestrator.channels.github import GitHubPoster, PyGithubComments
 from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
 from project_orchestrator.channels.staging import stage_comment, stage_message
 from project_orchestrator.channels.telegram import TelegramSender
+from project_orchestrator.db import leases
 from project_orchestrator.db.engine import Database
 from project_orchestrator.events.models import EventSource, InboundEvent
 from project_orchestrator.events.processor import SourceHandler
@@ -159,15 +160,22 @@ async def test_a_live_lease_defers_to_its_holder_and_a_dead_ones_lease_expires(
     conversation = keys.telegram_conversation(CHAT)
     async with db.session_scope() as session:
         await stage_message(session, CHAT, "k:waiting", "after the holder")
-    assert await outbox.take_lease(db, conversation, "a-live-holder", timedelta(minutes=2))
+    lease = keys.outbox_lease(conversation)
+    async with db.session_scope() as session:
+        assert await leases.take(session, lease, "a-live-holder", timedelta(minutes=2))
     await delivery.deliver(conversation)
     assert telegram[0].messages(CHAT) == []  # the holder sends it, not this job
-    # The holder gives up its lease: it finds the row still pending and goes on.
-    assert await outbox.release_lease(db, conversation, "a-live-holder") is True
-    # A holder that died: its lease has run out, and the next job takes over.
-    assert await outbox.take_lease(db, conversation, "a-dead-holder", timedelta(seconds=-1))
-    await delivery.deliver(conversation)
+    # The holder's job comes back (its worker died): the lease is still its own.
+    await delivery.deliver(conversation, "a-live-holder")
     assert [m["plain"] for m in telegram[0].messages(CHAT)] == ["after the holder"]
+    async with db.session_scope() as session:
+        await stage_message(session, CHAT, "k:later", "after the dead one")
+        # A holder that died for good: its lease runs out, and the next job takes over.
+        assert await leases.take(session, lease, "a-dead-holder", timedelta(seconds=-1))
+    await delivery.deliver(conversation)
+    assert [m["plain"] for m in telegram[0].messages(CHAT)][-1] == "after the dead one"
+    async with db.session_scope() as session:
+        assert (await session.execute(text("SELECT count(*) FROM work_leases"))).scalar() == 0
 
 
 async def test_new_text_for_a_progress_message_during_its_delivery_is_not_lost(
@@ -177,14 +185,18 @@ async def test_new_text_for_a_progress_message_during_its_delivery_is_not_lost(
     async with db.session_scope() as session:
         await stage_message(session, CHAT, "k:board", "planning", progress=True)
     holder = uuid.uuid4().hex
-    assert await outbox.take_lease(db, conversation, holder, timedelta(minutes=1))
-    taken = await outbox.next_pending(db, conversation, holder, timedelta(minutes=1))
+    mine, taken = await outbox.first_pending(db, conversation, holder, timedelta(minutes=1))
+    assert mine
     assert taken is not None
     [sent] = await delivery.telegram.send(CHAT, taken.body)  # type: ignore[union-attr]
     async with db.session_scope() as session:  # the plan is done while that send is out
         await stage_message(session, CHAT, "k:board", "plan ready", progress=True)
-    await outbox.mark_delivered(db, taken, str(sent.message_id))
-    assert await outbox.release_lease(db, conversation, holder) is True
+    again = await outbox.delivered_then_next(
+        db, taken, str(sent.message_id), conversation, holder, timedelta(minutes=1)
+    )
+    assert again is not None  # the newer text is still to be sent: an edit
+    assert again.external_id == str(sent.message_id)
+    await outbox.release_lease(db, conversation, holder)
     await delivery.deliver(conversation)
     assert [m["plain"] for m in telegram[0].messages(CHAT)] == ["plan ready"]  # edited
     [row] = await _rows(db)

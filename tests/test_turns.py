@@ -12,7 +12,7 @@ from sqlalchemy import event
 
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.composition.worker import build_workload
-from project_orchestrator.db.engine import create_database, worker_pool_size
+from project_orchestrator.db.engine import Database, create_database, worker_pool_size
 from project_orchestrator.queue.worker import run_worker
 from tests.conftest import make_settings
 from tests.support.fake_anthropic import FakeAnthropic
@@ -33,6 +33,7 @@ def _bot_comments(github: FakeGitHub, repo: str) -> list[str]:
 async def test_a_slow_answer_for_one_project_never_keeps_another_waiting(
     tmp_path: Path,
     database_url: str,
+    db: Database,  # its teardown empties the tables this test fills
     github: FakeGitHub,
     anthropic: tuple[FakeAnthropic, str],
 ) -> None:
@@ -53,8 +54,10 @@ async def test_a_slow_answer_for_one_project_never_keeps_another_waiting(
     # The worker's own pool, sized as `orchestrator worker` sizes it, with no overflow and
     # a short wait: running dry would fail a job instead of passing unseen.
     concurrency = FAST_RETRIES.concurrency
-    db = create_database(database_url, pool_size=worker_pool_size(concurrency), max_overflow=0)
-    db.engine.pool._timeout = 3  # type: ignore[attr-defined]
+    worker_db = create_database(
+        database_url, pool_size=worker_pool_size(concurrency), max_overflow=0
+    )
+    worker_db.engine.pool._timeout = 3  # type: ignore[attr-defined]
     in_use = {"now": 0, "most": 0}
 
     def checked_out(*_: Any) -> None:
@@ -64,8 +67,8 @@ async def test_a_slow_answer_for_one_project_never_keeps_another_waiting(
     def checked_in(*_: Any) -> None:
         in_use["now"] -= 1
 
-    event.listen(db.engine.sync_engine, "checkout", checked_out)
-    event.listen(db.engine.sync_engine, "checkin", checked_in)
+    event.listen(worker_db.engine.sync_engine, "checkout", checked_out)
+    event.listen(worker_db.engine.sync_engine, "checkin", checked_in)
 
     async def say(repo: str, comment_id: int, text: str) -> float:
         payload = issue_comment(f"@orchestrator {text}", repo=repo, comment_id=comment_id)
@@ -74,7 +77,7 @@ async def test_a_slow_answer_for_one_project_never_keeps_another_waiting(
             assert (await client.post(URL, content=body, headers=headers)).status_code == 202
         return time.monotonic()
 
-    workload = build_workload(settings, db, AuditLog(settings.audit_log_path))
+    workload = build_workload(settings, worker_db, AuditLog(settings.audit_log_path))
     stop = asyncio.Event()
     assert settings.database_url is not None
     worker = asyncio.create_task(run_worker(settings.database_url, workload, stop, FAST_RETRIES))
@@ -87,12 +90,12 @@ async def test_a_slow_answer_for_one_project_never_keeps_another_waiting(
         quick_latency = time.monotonic() - asked
         assert _bot_comments(github, SLOW) == [], "the quick answer came while alpha thought"
         assert quick_latency < 1.0, f"beta waited {quick_latency:.2f} s"
-        await wait_until_idle(db, [worker], limit_seconds=30)
+        await wait_until_idle(worker_db, [worker], limit_seconds=30)
         assert len(_bot_comments(github, SLOW)) == 1
         assert time.monotonic() - started >= SLOW_MODEL_SECONDS
     finally:
         stop.set()
         await worker
         await workload.aclose()
-        await db.dispose()
+        await worker_db.dispose()
     assert in_use["most"] <= worker_pool_size(concurrency), in_use

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pgqueuer.errors import RetryRequested
-from sqlalchemy import exists, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import keys
@@ -36,7 +36,6 @@ from project_orchestrator.agent.conversation import (
 from project_orchestrator.agent.llm import AIUnavailable, TokenUsage, add_usage
 from project_orchestrator.agent.models import (
     AgentTurn,
-    ConversationMessage,
     ConversationSummary,
     MessageRole,
     TurnStatus,
@@ -108,115 +107,111 @@ class TurnRunner:
     async def run(self, project_id: uuid.UUID, holder: str) -> None:
         """Answer the project's pending turn(s) while holding its lease."""
         key = keys.agent_turns(project_id)
-        while True:
-            if not await leases.take(self.db, key, holder, TURN_LEASE):
+        async with self.db.session_scope() as session:
+            if not await leases.take(session, key, holder, TURN_LEASE):
                 log.debug("agent.turn_lease_held", project_id=str(project_id))
                 return  # its holder answers this turn too
+            loaded = await self._next_or_release(session, project_id, key, holder)
+        while loaded is not None:
             try:
-                await self._answer_newest(project_id, key, holder)
+                loaded = await self._answer(loaded, key, holder)
             except LeaseLost:
                 log.warning("agent.turn_lease_lost", project_id=str(project_id))
                 return
-            finally:
-                more = await self._release(project_id, key, holder)
-            if not more:
-                return
+            except RetryRequested:
+                raise  # the lease is already given up
+            except BaseException:
+                # Given back, so the next message need not wait for the lease to expire.
+                async with self.db.session_scope() as session:
+                    await leases.release(session, key, holder)
+                raise
 
-    async def _release(self, project_id: uuid.UUID, key: str, holder: str) -> bool:
-        async with self.db.session_scope() as session:
-            await leases.release(session, key, holder)
-            return bool(
-                (
-                    await session.execute(
-                        select(
-                            exists().where(
-                                AgentTurn.project_id == project_id,
-                                AgentTurn.status == TurnStatus.PENDING,
-                                AgentTurn.not_before <= datetime.now(UTC),
-                            )
-                        )
+    async def _next_or_release(
+        self,
+        session: AsyncSession,
+        project_id: uuid.UUID,
+        key: str,
+        holder: str,
+        *,
+        newer_than: int | None = None,
+    ) -> LoadedTurn | None:
+        """The newest pending turn (newer than `newer_than`, when given), loaded, with the
+        lease kept; older pending ones are superseded (its answer covers them). With none
+        due, the lease is given up: released before looking, as `leases.release` explains."""
+        await leases.release(session, key, holder)
+        pending = list(
+            (
+                await session.execute(
+                    select(AgentTurn)
+                    .where(
+                        AgentTurn.project_id == project_id,
+                        AgentTurn.status == TurnStatus.PENDING,
                     )
-                ).scalar_one()
-            )
+                    .order_by(AgentTurn.id.desc())
+                    .with_for_update()
+                )
+            ).scalars()
+        )
+        if not pending or pending[0].not_before > datetime.now(UTC):
+            return None  # nothing, or waiting for its retry (its job comes back then)
+        if newer_than is not None and pending[0].id <= newer_than:
+            return None
+        project = await session.get(Project, project_id)
+        if project is None:
+            return None
+        await leases.take(session, key, holder, TURN_LEASE)
+        newest, older = pending[0], pending[1:]
+        for turn in older:
+            turn.status = TurnStatus.SUPERSEDED
+        history = await self.agent.history(session, project)
+        return LoadedTurn(
+            turn_id=newest.id,
+            project_id=project_id,
+            actor_id=newest.actor_id,
+            channel=newest.channel,
+            reply_to=ReplyTo.decode(newest.reply_to),
+            created_at=newest.created_at,
+            attempts=newest.attempts,
+            history=history,
+            context=await self.agent.context(session, project, history.summary),
+            picture=await _picture(session, self.agent, project),
+        )
 
     # --- one turn ------------------------------------------------------------------
 
-    async def _answer_newest(self, project_id: uuid.UUID, key: str, holder: str) -> None:
-        loaded = await self._load(project_id, key, holder)
-        if loaded is None:
-            return
+    async def _answer(self, loaded: LoadedTurn, key: str, holder: str) -> LoadedTurn | None:
+        """Answer `loaded`; the project's next turn (None: the lease is given up)."""
         if loaded.history.to_summarise:
             loaded = await self._summarised(loaded)
         if self.typing is not None and loaded.reply_to.chat_id is not None:
             await self.typing(loaded.reply_to.chat_id)
         try:
-            answer, blocks, used = await self._think(loaded, key, holder)
+            answer, blocks, used, uncharged = await self._think(loaded, key, holder)
         except AIUnavailable as exc:
-            await self._unavailable(loaded, key, holder, exc)
-            return
+            return await self._unavailable(loaded, key, holder, exc)
         answer = plain_reply(answer)
         async with self.db.session_scope() as session:
             if not await leases.renew(session, key, holder, TURN_LEASE):
                 raise LeaseLost
+            project = await session.get(Project, loaded.project_id)
             turn = await session.get(AgentTurn, loaded.turn_id, with_for_update=True)
-            if turn is None or turn.status is not TurnStatus.PENDING:
-                return
-            project = await session.get(Project, project_id)
-            if project is None:
-                return
-            actor = await self._actor(session, loaded)
-            await self.agent.store(
-                session,
-                project,
-                MessageRole.ASSISTANT,
-                actor,
-                answer,
-                blocks=blocks,
-                tokens=used.total,
-            )
-            turn.status = TurnStatus.ANSWERED
-            turn.answered_at = datetime.now(UTC)
-            await record_ai(session, healthy=True)
-            await loaded.reply_to.stage(session, answer)
-
-    async def _load(self, project_id: uuid.UUID, key: str, holder: str) -> LoadedTurn | None:
-        """The newest pending turn (older pending ones are covered by its answer)."""
-        async with self.db.session_scope() as session:
-            pending = list(
-                (
-                    await session.execute(
-                        select(AgentTurn)
-                        .where(
-                            AgentTurn.project_id == project_id,
-                            AgentTurn.status == TurnStatus.PENDING,
-                        )
-                        .order_by(AgentTurn.id.desc())
-                        .with_for_update()
-                    )
-                ).scalars()
-            )
-            project = await session.get(Project, project_id)
-            if not pending or project is None:
-                return None
-            newest, older = pending[0], pending[1:]
-            if newest.not_before > datetime.now(UTC):
-                return None  # waiting for its retry; its job comes back then
-            for turn in older:
-                turn.status = TurnStatus.SUPERSEDED
-            history = await self.agent.history(session, project)
-            context = await self.agent.context(session, project, history.summary)
-            return LoadedTurn(
-                turn_id=newest.id,
-                project_id=project_id,
-                actor_id=newest.actor_id,
-                channel=newest.channel,
-                reply_to=ReplyTo.decode(newest.reply_to),
-                created_at=newest.created_at,
-                attempts=newest.attempts,
-                history=history,
-                context=context,
-                picture=await _picture(session, self.agent, project),
-            )
+            if project is not None and turn is not None and turn.status is TurnStatus.PENDING:
+                await self.agent.charge(session, project, uncharged)
+                actor = await self._actor(session, loaded)
+                await self.agent.store(
+                    session,
+                    project,
+                    MessageRole.ASSISTANT,
+                    actor,
+                    answer,
+                    blocks=blocks,
+                    tokens=used.total,
+                )
+                turn.status = TurnStatus.ANSWERED
+                turn.answered_at = datetime.now(UTC)
+                await record_ai(session, healthy=True)
+                await loaded.reply_to.stage(session, answer)
+            return await self._next_or_release(session, loaded.project_id, key, holder)
 
     async def _summarised(self, loaded: LoadedTurn) -> LoadedTurn:
         """Summarise the older half with nothing held, then store the summary."""
@@ -252,7 +247,9 @@ class TurnRunner:
 
     async def _think(
         self, loaded: LoadedTurn, key: str, holder: str
-    ) -> tuple[str, list[dict[str, Any]], TokenUsage]:
+    ) -> tuple[str, list[dict[str, Any]], TokenUsage, TokenUsage]:
+        """The model's rounds: the answer, the turn's blocks, its usage, and the usage of
+        the last round, not yet charged (the answer's transaction charges it)."""
         gateway = self.agent.gateway
         if gateway is None:
             raise AIUnavailable("the AI is not configured")
@@ -267,13 +264,13 @@ class TurnRunner:
             used = add_usage(used, reply.usage)
             turn_blocks.extend(reply.content)
             text = reply.text or text
+            if not reply.tool_calls:
+                return text, turn_blocks, used, reply.usage
             async with self.db.session_scope() as session:
                 if not await leases.renew(session, key, holder, TURN_LEASE):
                     raise LeaseLost
                 project = await lock_project(session, loaded.project_id)
                 await self.agent.charge(session, project, reply.usage)
-                if not reply.tool_calls:
-                    return text, turn_blocks, used
                 actor = await self._actor(session, loaded)
                 ctx = ToolContext(
                     session,
@@ -292,6 +289,7 @@ class TurnRunner:
             text or "I have done what I can for now. What would you like next?",
             turn_blocks,
             used,
+            TokenUsage(0, 0),
         )
 
     async def _apply(
@@ -322,8 +320,9 @@ class TurnRunner:
 
     async def _unavailable(
         self, loaded: LoadedTurn, key: str, holder: str, error: AIUnavailable
-    ) -> None:
-        """Try again later, by itself, within the retry window; then say so plainly."""
+    ) -> LoadedTurn | None:
+        """Try again later, by itself, within the retry window; then say so plainly. A
+        newer message that arrived meanwhile is answered now instead (it covers this)."""
         log.warning("ai.turn_unavailable", project_id=str(loaded.project_id), error=str(error))
         attempts = loaded.attempts + 1
         waited = datetime.now(UTC) - loaded.created_at
@@ -344,8 +343,12 @@ class TurnRunner:
                 await loaded.reply_to.stage(session, STILL_TRYING, suffix="still-trying")
             if not retrying:
                 await loaded.reply_to.stage(session, GAVE_UP)
-        if retrying:
+            following = await self._next_or_release(
+                session, loaded.project_id, key, holder, newer_than=loaded.turn_id
+            )
+        if following is None and retrying:
             raise RetryRequested(delay=delay, reason="the AI is unavailable")
+        return following
 
     async def _actor(self, session: AsyncSession, loaded: LoadedTurn) -> Actor:
         identity = await session.get(Identity, loaded.actor_id)
@@ -369,14 +372,3 @@ async def _picture(session: AsyncSession, agent: AgentConversation, project: Pro
             gate.id if gate else None,
         )
     )
-
-
-async def pending_message_ids(session: AsyncSession, project_id: uuid.UUID) -> list[int]:
-    """The person's messages still waiting for an answer (for status and tests)."""
-    found = await session.execute(
-        select(ConversationMessage.id)
-        .join(AgentTurn, AgentTurn.message_id == ConversationMessage.id)
-        .where(AgentTurn.project_id == project_id, AgentTurn.status == TurnStatus.PENDING)
-        .order_by(ConversationMessage.id)
-    )
-    return list(found.scalars())

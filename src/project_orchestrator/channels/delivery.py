@@ -56,41 +56,36 @@ class OutboxDelivery:
         """Send the conversation's pending messages. `holder` names the job doing it, so
         that job, picked up again after its worker died, takes its lease back at once."""
         holder = holder or uuid.uuid4().hex
-        while True:
-            if not await outbox.take_lease(self.db, conversation, holder, LEASE):
-                log.debug("outbound.lease_held", conversation=conversation)
-                return
-            try:
-                await self._drain(conversation, holder)
-            finally:
-                more = await outbox.release_lease(self.db, conversation, holder)
-            if not more:
-                return
-
-    async def _drain(self, conversation: str, holder: str) -> None:
-        while True:
-            message = await outbox.next_pending(self.db, conversation, holder, LEASE)
-            if message is None:
-                return
+        mine, message = await outbox.first_pending(self.db, conversation, holder, LEASE)
+        if not mine:
+            log.debug("outbound.lease_held", conversation=conversation)
+            return  # its holder sends this job's message too
+        while message is not None:
             try:
                 external_id = await self._send(message)
             except RetryRequested:
-                raise  # a rate limit: the row stays pending, the job comes back later
+                # A rate limit: the row stays pending, the job comes back later.
+                await outbox.release_lease(self.db, conversation, holder)
+                raise
             except Exception as exc:
                 give_up = message.attempts >= MAX_DELIVERY_ATTEMPTS
-                await outbox.record_failure(self.db, message, _describe(exc), give_up=give_up)
+                error = _describe(exc)
+                failed = message
+                message = await outbox.failed_then_next(
+                    self.db, failed, error, conversation, holder, LEASE, give_up=give_up
+                )
                 if not give_up:
                     raise
                 log.error(
-                    "outbound.given_up",
-                    key=message.key,
-                    attempts=message.attempts,
-                    error=_describe(exc),
+                    "outbound.given_up", key=failed.key, attempts=failed.attempts, error=error
                 )
-                metrics.outbound_messages_total.labels(message.channel.value, "failed").inc()
+                metrics.outbound_messages_total.labels(failed.channel.value, "failed").inc()
                 continue
-            await outbox.mark_delivered(self.db, message, external_id)
-            metrics.outbound_messages_total.labels(message.channel.value, "sent").inc()
+            sent = message
+            message = await outbox.delivered_then_next(
+                self.db, sent, external_id, conversation, holder, LEASE
+            )
+            metrics.outbound_messages_total.labels(sent.channel.value, "sent").inc()
 
     async def _send(self, message: PendingMessage) -> str | None:
         kind = message.kind

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -100,60 +100,52 @@ class PendingMessage:
         return self.attempts > 1
 
 
-async def take_lease(db: Database, conversation: str, holder: str, ttl: timedelta) -> bool:
-    """The conversation's lease for `holder`, unless someone else holds a live one."""
-    return await leases.take(db, keys.outbox_lease(conversation), holder, ttl)
-
-
-async def next_pending(
+async def first_pending(
     db: Database, conversation: str, holder: str, ttl: timedelta
-) -> PendingMessage | None:
-    """Renew the lease and take the conversation's oldest pending row, counting an attempt."""
+) -> tuple[bool, PendingMessage | None]:
+    """Take the conversation's lease and its oldest pending row: (False, None) when
+    someone else holds the lease, (True, None) when there is nothing to send."""
     async with db.session_scope() as session:
-        await leases.renew(session, keys.outbox_lease(conversation), holder, ttl)
-        row = (
-            await session.execute(
-                select(OutboundMessage)
-                .where(
-                    OutboundMessage.conversation == conversation,
-                    OutboundMessage.status == OutboundStatus.PENDING,
-                )
-                .order_by(OutboundMessage.id)
-                .limit(1)
-            )
-        ).scalar_one_or_none()
-        if row is None:
-            return None
-        row.attempts += 1
-        return PendingMessage(
-            id=row.id,
-            key=row.idempotency_key,
-            channel=row.channel,
-            kind=OutboundKind(row.kind or OutboundKind.GITHUB_COMMENT),
-            body=row.body,
-            payload=dict(row.payload or {}),
-            external_id=row.external_id,
-            attempts=row.attempts,
-            revision=row.revision,
-        )
+        if not await leases.take(session, keys.outbox_lease(conversation), holder, ttl):
+            return False, None
+        return True, await _next_or_release(session, conversation, holder, ttl)
 
 
-async def mark_delivered(db: Database, message: PendingMessage, external_id: str | None) -> None:
-    """Sent; unless newer text arrived meanwhile, which stays pending (and knows its id)."""
+async def delivered_then_next(
+    db: Database,
+    message: PendingMessage,
+    external_id: str | None,
+    conversation: str,
+    holder: str,
+    ttl: timedelta,
+) -> PendingMessage | None:
+    """Mark `message` sent and take the next one (None: the lease is given up).
+
+    Sent, unless newer text for an edited-in-place message arrived meanwhile: that stays
+    pending, and knows the id to edit."""
     async with db.session_scope() as session:
         row = await session.get(OutboundMessage, message.id, with_for_update=True)
-        if row is None:
-            return
-        row.external_id = external_id or row.external_id
-        row.last_error = None
-        row.sent_at = datetime.now(UTC)
-        if row.revision == message.revision:
-            row.status = OutboundStatus.SENT
+        if row is not None:
+            row.external_id = external_id or row.external_id
+            row.last_error = None
+            row.sent_at = datetime.now(UTC)
+            if row.revision == message.revision:
+                row.status = OutboundStatus.SENT
+        return await _next_or_release(session, conversation, holder, ttl)
 
 
-async def record_failure(
-    db: Database, message: PendingMessage, error: str, *, give_up: bool
-) -> None:
+async def failed_then_next(
+    db: Database,
+    message: PendingMessage,
+    error: str,
+    conversation: str,
+    holder: str,
+    ttl: timedelta,
+    *,
+    give_up: bool,
+) -> PendingMessage | None:
+    """Record the failure. Given up, the message is `failed` and the next one is taken;
+    otherwise the lease is released for the retry (None)."""
     async with db.session_scope() as session:
         await session.execute(
             update(OutboundMessage)
@@ -163,26 +155,51 @@ async def record_failure(
                 status=OutboundStatus.FAILED if give_up else OutboundStatus.PENDING,
             )
         )
+        if give_up:
+            return await _next_or_release(session, conversation, holder, ttl)
+        await leases.release(session, keys.outbox_lease(conversation), holder)
+        return None
 
 
-async def release_lease(db: Database, conversation: str, holder: str) -> bool:
-    """Give the lease up; True when rows are still pending (the caller goes on). Both in
-    one transaction, in this order, so no pending row is left without a deliverer (see
-    `leases.release`)."""
+async def release_lease(db: Database, conversation: str, holder: str) -> None:
     async with db.session_scope() as session:
         await leases.release(session, keys.outbox_lease(conversation), holder)
-        return bool(
-            (
-                await session.execute(
-                    select(
-                        exists().where(
-                            OutboundMessage.conversation == conversation,
-                            OutboundMessage.status == OutboundStatus.PENDING,
-                        )
-                    )
-                )
-            ).scalar_one()
+
+
+async def _next_or_release(
+    session: AsyncSession, conversation: str, holder: str, ttl: timedelta
+) -> PendingMessage | None:
+    """The oldest pending row, counted as an attempt, with the lease renewed; with none,
+    the lease is given up. Released before looking, as `leases.release` explains."""
+    lease = keys.outbox_lease(conversation)
+    await leases.release(session, lease, holder)
+    row = (
+        await session.execute(
+            select(OutboundMessage)
+            .where(
+                OutboundMessage.conversation == conversation,
+                OutboundMessage.status == OutboundStatus.PENDING,
+            )
+            .order_by(OutboundMessage.id)
+            .limit(1)
         )
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    await leases.take(session, lease, holder, ttl)
+    row.attempts += 1
+    return PendingMessage(
+        id=row.id,
+        key=row.idempotency_key,
+        channel=row.channel,
+        # Rows in a conversation are outbox rows: they always have a kind.
+        kind=OutboundKind(row.kind or OutboundKind.GITHUB_COMMENT),
+        body=row.body,
+        payload=dict(row.payload or {}),
+        external_id=row.external_id,
+        attempts=row.attempts,
+        revision=row.revision,
+    )
 
 
 # --- sends that do not go through the outbox --------------------------------------------------

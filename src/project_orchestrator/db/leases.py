@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from project_orchestrator.db.base import Base
-from project_orchestrator.db.engine import Database
 
 
 class WorkLease(Base):
@@ -28,16 +27,16 @@ class WorkLease(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-async def take(db: Database, key: str, holder: str, ttl: timedelta) -> bool:
-    """The lease for `holder`, unless someone else holds a live one."""
+async def take(session: AsyncSession, key: str, holder: str, ttl: timedelta) -> bool:
+    """The lease for `holder`, in the caller's transaction, unless someone else holds a
+    live one."""
     statement = insert(WorkLease).values(key=key, holder=holder, expires_at=func.now() + ttl)
     statement = statement.on_conflict_do_update(
         index_elements=["key"],
         set_={"holder": statement.excluded.holder, "expires_at": statement.excluded.expires_at},
         where=(WorkLease.expires_at < func.now()) | (WorkLease.holder == holder),
     )
-    async with db.session_scope() as session:
-        taken = (await session.execute(statement.returning(WorkLease.holder))).first()
+    taken = (await session.execute(statement.returning(WorkLease.holder))).first()
     return taken is not None
 
 
@@ -55,9 +54,10 @@ async def renew(session: AsyncSession, key: str, holder: str, ttl: timedelta) ->
 async def release(session: AsyncSession, key: str, holder: str) -> None:
     """Give the lease up in the caller's transaction.
 
-    The caller then looks, in the same transaction, for work left: work whose job found
-    the lease taken committed before that job looked, so it is seen; a job that looks
-    after the release waits on the deleted row until this commits, then takes the lease.
-    Either way no work is left without someone to do it.
+    To stop, a holder releases first and only then looks for work left, in the same
+    transaction (and takes the lease again if it finds some). Work whose job found the
+    lease taken committed before that job looked, so the holder sees it; a job that looks
+    after the release waits on the deleted row until the holder commits, then takes the
+    lease. Either way no work is left without someone to do it.
     """
     await session.execute(delete(WorkLease).where(WorkLease.key == key, WorkLease.holder == holder))
