@@ -153,16 +153,7 @@ async def run_delivery_job(deliveries: Deliveries, job: Job) -> None:
     structlog.contextvars.bind_contextvars(
         correlation_id=delivery.correlation_id, conversation=delivery.conversation, job_id=job.id
     )
-    try:
-        await deliveries.deliver(delivery.conversation, _holder(job))
-    except RetryRequested:
-        metrics.jobs_total.labels(DELIVER_OUTBOUND, "deferred").inc()
-        raise
-    except Exception as exc:
-        log.warning("outbound.delivery_failed", error=type(exc).__name__)
-        metrics.jobs_total.labels(DELIVER_OUTBOUND, "retried").inc()
-        raise
-    metrics.jobs_total.labels(DELIVER_OUTBOUND, "done").inc()
+    await _counted(DELIVER_OUTBOUND, deliveries.deliver(delivery.conversation, _holder(job)))
 
 
 async def run_turn_job(turns: Turns, job: Job) -> None:
@@ -170,16 +161,21 @@ async def run_turn_job(turns: Turns, job: Job) -> None:
     structlog.contextvars.bind_contextvars(
         correlation_id=turn.correlation_id, project_id=turn.project_id, job_id=job.id
     )
+    await _counted(AGENT_TURN, turns.run(uuid.UUID(turn.project_id), _holder(job)))
+
+
+async def _counted(name: str, work: Awaitable[None]) -> None:
+    """Run a job's work, counting how it ended; the queue retries what raises."""
     try:
-        await turns.run(uuid.UUID(turn.project_id), _holder(job))
+        await work
     except RetryRequested:
-        metrics.jobs_total.labels(AGENT_TURN, "deferred").inc()
+        metrics.jobs_total.labels(name, "deferred").inc()
         raise
     except Exception as exc:
-        log.warning("agent.turn_failed", error=type(exc).__name__)
-        metrics.jobs_total.labels(AGENT_TURN, "retried").inc()
+        log.warning("job.failed", job=name, error=type(exc).__name__)
+        metrics.jobs_total.labels(name, "retried").inc()
         raise
-    metrics.jobs_total.labels(AGENT_TURN, "done").inc()
+    metrics.jobs_total.labels(name, "done").inc()
 
 
 def _holder(job: Job) -> str:

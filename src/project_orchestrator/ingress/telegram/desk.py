@@ -24,7 +24,6 @@ from project_orchestrator.channels.staging import (
 from project_orchestrator.config import Settings
 from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import OrchestratorError
-from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.linking import CODE_LIFETIME, start_link
 from project_orchestrator.projects.models import Project, TelegramChat
 from project_orchestrator.projects.service import (
@@ -36,8 +35,6 @@ from project_orchestrator.projects.service import (
 from project_orchestrator.workflow.commands import WORKFLOW_COMMANDS, CommandDesk
 from project_orchestrator.workflow.models import ApprovalGate, GateStatus, WorkflowRun
 from project_orchestrator.workflow.notices import gate_name
-
-log = get_logger(__name__)
 
 HELP = """\
 Hi! I help you turn an idea into working software, and I check with you at every step.
