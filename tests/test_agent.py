@@ -398,3 +398,30 @@ async def run_status(setup: Setup, run_id: uuid.UUID) -> RunStatus:
         run = await session.get(WorkflowRun, run_id)
         assert run is not None
         return run.status
+
+
+async def test_a_message_stored_after_its_turn_was_chosen_is_left_to_its_own_turn(
+    setup: Setup,
+) -> None:
+    """Each statement sees what has committed by then: a message stored between choosing
+    the turn and reading the history must not be answered twice (there and by its own)."""
+    setup.fake.reply_text("Noted.")
+    await setup.say("first")
+    for text in ("second", "third"):
+        async with setup.db.session_scope() as session:
+            project = await session.get(Project, setup.project_id)
+            assert project is not None
+            owner = Actor(await github_identity(session, "ada"), Channel.GITHUB)
+            await setup.agent.respond(
+                session, project, owner, text, ReplyTo.github("acme/meals", 1, text)
+            )
+    async with setup.db.session_scope() as session:
+        project = await session.get(Project, setup.project_id)
+        assert project is not None
+        ids = dict(
+            (
+                await session.execute(select(ConversationMessage.content, ConversationMessage.id))
+            ).all()
+        )
+        history = await setup.agent.history(session, project, ids["second"])
+    assert [m.content for m in history.messages] == ["first", "Noted.", "second"]

@@ -146,9 +146,16 @@ class AgentConversation:
             summary_of_earlier=summary,
         )
 
-    async def history(self, session: AsyncSession, project: Project) -> History:
+    async def history(
+        self, session: AsyncSession, project: Project, through_message_id: int | None = None
+    ) -> History:
         """The messages the model sees, after the latest summary; over the budget, the
-        older half is handed back to be summarised first."""
+        older half is handed back to be summarised first.
+
+        `through_message_id` is the person's message being answered: their later ones
+        are left out (each statement sees what has committed by then, so one stored after
+        the turn was chosen would otherwise be answered twice: here and by its own turn).
+        The agent's answers are all kept."""
         summary = (
             await session.execute(
                 select(ConversationSummary)
@@ -165,6 +172,14 @@ class AgentConversation:
                     .where(
                         ConversationMessage.project_id == project.id,
                         ConversationMessage.id > after,
+                        *(
+                            ()
+                            if through_message_id is None
+                            else (
+                                (ConversationMessage.id <= through_message_id)
+                                | (ConversationMessage.role == MessageRole.ASSISTANT),
+                            )
+                        ),
                     )
                     .order_by(ConversationMessage.id)
                 )

@@ -163,7 +163,7 @@ class TurnRunner:
         newest, older = pending[0], pending[1:]
         for turn in older:
             turn.status = TurnStatus.SUPERSEDED
-        history = await self.agent.history(session, project)
+        history = await self.agent.history(session, project, newest.message_id)
         return LoadedTurn(
             turn_id=newest.id,
             project_id=project_id,
