@@ -49,7 +49,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", name=op.f("pk_work_leases")),
     )
 
-
     op.create_table(
         "agent_turns",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
