@@ -67,8 +67,10 @@ class InboundEvent(Base):
     # Events with the same key are handled one at a time, in order (one per project).
     serial_key: Mapped[str] = mapped_column(String(300))
     headers: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    # `json`, not `jsonb`: it keeps the exact bytes that were signed.
-    payload: Mapped[Any] = mapped_column(JSON)
+    # `json`, not `jsonb`: it keeps the exact bytes that were signed. Deferred: only
+    # handling an event reads it, so listing, replaying or counting a failure never
+    # decodes a payload (one that cannot be decoded must still be listable and failable).
+    payload: Mapped[Any] = mapped_column(JSON, deferred=True, deferred_raiseload=True)
     status: Mapped[EventStatus] = mapped_column(
         pg_enum(EventStatus, "event_status"),
         default=EventStatus.PENDING,

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
 
 from project_orchestrator.db.engine import Database
 from project_orchestrator.events.models import EventSource, EventStatus, InboundEvent
@@ -87,14 +88,21 @@ class EventProcessor:
                 )
 
     async def _handle_locked(self, session: AsyncSession, event_id: int) -> EventStatus:
-        event = (
+        status = (
             await session.execute(
-                select(InboundEvent).where(InboundEvent.id == event_id).with_for_update()
+                select(InboundEvent.status).where(InboundEvent.id == event_id).with_for_update()
             )
         ).scalar_one()
-        if event.status in (EventStatus.HANDLED, EventStatus.IGNORED):
+        if status in (EventStatus.HANDLED, EventStatus.IGNORED):
             log.info("event.already_handled", event_id=event_id)
-            return event.status
+            return status
+        event = (
+            await session.execute(
+                select(InboundEvent)
+                .where(InboundEvent.id == event_id)
+                .options(undefer(InboundEvent.payload))
+            )
+        ).scalar_one()
         handler = self.handlers.get(event.source)
         outcome = EventStatus.IGNORED if handler is None else await handler.handle(session, event)
         event.status = outcome
@@ -107,19 +115,25 @@ class EventProcessor:
     async def record_failure(self, event_id: int, error: BaseException) -> bool:
         """Count a failed attempt; True when the event has now run out of attempts."""
         message = f"{type(error).__name__}: {error}"[:2000]
+        # One statement that never reads the payload: the payload may be why it failed.
         async with self.db.session_scope() as session:
-            event = (
+            attempts = (
                 await session.execute(
-                    select(InboundEvent).where(InboundEvent.id == event_id).with_for_update()
+                    update(InboundEvent)
+                    .where(InboundEvent.id == event_id, InboundEvent.status == EventStatus.PENDING)
+                    .values(attempts=InboundEvent.attempts + 1, last_error=message)
+                    .returning(InboundEvent.attempts)
                 )
             ).scalar_one_or_none()
-            if event is None or event.status is not EventStatus.PENDING:
+            if attempts is None:
                 return False
-            event.attempts += 1
-            event.last_error = message
-            exhausted = event.attempts >= MAX_ATTEMPTS
+            exhausted = attempts >= MAX_ATTEMPTS
             if exhausted:
-                event.status = EventStatus.FAILED
+                await session.execute(
+                    update(InboundEvent)
+                    .where(InboundEvent.id == event_id)
+                    .values(status=EventStatus.FAILED)
+                )
         log.warning(
             "event.failed", event_id=event_id, error=type(error).__name__, exhausted=exhausted
         )

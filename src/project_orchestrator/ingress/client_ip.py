@@ -11,6 +11,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from starlette.requests import HTTPConnection
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -28,6 +30,15 @@ def _address(text: str) -> Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def forwarded_for(request: HTTPConnection) -> str | None:
+    """Every X-Forwarded-For line, as one list.
+
+    HTTP makes repeated lines of a list header one list, in order. Reading only the first
+    line would let a client put a spoofed line before the one its proxy appends."""
+    lines = request.headers.getlist("x-forwarded-for")
+    return ",".join(lines) if lines else None
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel
-from sqlalchemy import select
+from pydantic import BaseModel, Field
+from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.api.auth import db_session, require_api_key
@@ -17,6 +18,7 @@ from project_orchestrator.audit import AuditAction
 from project_orchestrator.errors import NotFoundError
 from project_orchestrator.events.models import EventStatus, InboundEvent
 from project_orchestrator.events.replay import UnknownEvent, replay_event
+from project_orchestrator.jsonlimits import MAX_JSON_DEPTH, too_deep
 
 router = APIRouter(
     prefix="/api/v1/events", tags=["events"], dependencies=[Depends(require_api_key)]
@@ -41,7 +43,10 @@ class EventSummary(BaseModel):
 
 class EventDetail(EventSummary):
     headers: dict[str, Any]
-    payload: Any
+    payload: Any = Field(
+        description="The payload as JSON; as the stored text for one nested deeper than "
+        f"{MAX_JSON_DEPTH} levels"
+    )
 
 
 class ReplayAccepted(BaseModel):
@@ -76,12 +81,28 @@ async def list_events(
     return [_summary(e) for e in (await session.execute(query)).scalars()]
 
 
+def _shown_payload(stored: str) -> Any:
+    """The payload as JSON, or as the stored text when it cannot be shown as JSON (nested
+    deeper than any sender's, as events stored before the ingress refused those were)."""
+    try:
+        payload = orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        return stored
+    return stored if too_deep(stored.encode(), payload) else payload
+
+
 @router.get("/{event_id}", response_model=EventDetail, responses=error_responses(404))
 async def get_event(event_id: EventId, session: Session) -> dict[str, Any]:
     event = await session.get(InboundEvent, event_id)
     if event is None:
         raise NotFoundError(f"There is no event {event_id}.")
-    return {**_summary(event), "headers": event.headers, "payload": event.payload}
+    # The stored text, decoded here under the depth limit, never by the ORM's decoder.
+    stored = (
+        await session.execute(
+            select(cast(InboundEvent.payload, Text)).where(InboundEvent.id == event_id)
+        )
+    ).scalar_one()
+    return {**_summary(event), "headers": event.headers, "payload": _shown_payload(stored)}
 
 
 @router.post(

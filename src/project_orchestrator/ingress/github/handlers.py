@@ -16,6 +16,7 @@ from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import OrchestratorError
 from project_orchestrator.events.models import EventStatus, InboundEvent
 from project_orchestrator.ingress.github.commands import ParsedComment, parse_comment
+from project_orchestrator.ingress.github.shapes import shape_problem
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.linking import finish_link
 from project_orchestrator.projects.lookup import project_for_repo, status_text
@@ -59,6 +60,15 @@ class GitHubEventHandler:
 
     async def handle(self, session: AsyncSession, event: InboundEvent) -> EventStatus:
         payload: dict[str, Any] = event.payload
+        problem = shape_problem(event.event_type, payload)
+        if problem is not None:
+            log.warning(
+                "github.event_malformed",
+                event_id=event.id,
+                event_type=event.event_type,
+                reason=problem,
+            )
+            return EventStatus.IGNORED
         action = payload.get("action")
         match event.event_type, action:
             case "ping", _:

@@ -23,10 +23,16 @@ from project_orchestrator.events.writer import (
     StoreOutcome,
     StoreUnavailable,
 )
-from project_orchestrator.ingress.client_ip import ClientResolver, IpAllowList
+from project_orchestrator.ingress.bodies import ClientHungUp, hung_up, read_body
+from project_orchestrator.ingress.client_ip import ClientResolver, IpAllowList, forwarded_for
 from project_orchestrator.ingress.github.signature import signature_matches
-from project_orchestrator.ingress.github.vocabulary import event_label, serial_key_for
+from project_orchestrator.ingress.github.vocabulary import (
+    event_label,
+    repository_problem,
+    serial_key_for,
+)
 from project_orchestrator.ingress.rate_limit import WebhookRateLimit
+from project_orchestrator.jsonlimits import MAX_JSON_DEPTH, too_deep
 from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)
@@ -89,19 +95,10 @@ def _refuse(
     return _json(status, {"error": reason, "message": message})
 
 
-async def _read_body(request: Request) -> bytes | None:
-    """The raw body, or None when it is larger than MAX_BODY_BYTES."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _plain_header(value: str) -> bool:
+    # Starlette decodes header bytes as Latin-1: anything outside printable ASCII was not
+    # a GitHub id, and would be stored garbled.
+    return value.isascii() and value.isprintable()
 
 
 def _is_json_content_type(value: str | None) -> bool:
@@ -120,7 +117,11 @@ def build_router(receive: Callable[[Request], Awaitable[Response]]) -> APIRouter
         summary="Receive a GitHub webhook delivery",
         responses={
             200: {"description": "Duplicate delivery: already stored, nothing queued again"},
-            400: {"description": "Missing headers or a body that is not a JSON object"},
+            400: {
+                "description": "Missing or non-ASCII headers, a body that is not a JSON object, "
+                f"JSON nested deeper than {MAX_JSON_DEPTH} levels, or a repository name GitHub "
+                "would not allow"
+            },
             403: {"description": "Address not allowed, or signature missing or wrong"},
             413: {"description": "Body over 25 MiB"},
             415: {"description": "Content type is not JSON"},
@@ -137,9 +138,7 @@ def build_router(receive: Callable[[Request], Awaitable[Response]]) -> APIRouter
 async def receive_delivery(ingress: GitHubIngress, request: Request) -> Response:
     """Every check of CONTRACT.md, in its order; then store and acknowledge."""
     client = request.client
-    client_ip = ingress.resolver.client_ip(
-        client.host if client else None, request.headers.get("x-forwarded-for")
-    )
+    client_ip = ingress.resolver.client_ip(client.host if client else None, forwarded_for(request))
     request.state.client_ip = client_ip
     if ingress.allow_list is not None and not ingress.allow_list.allows(client_ip):
         return _refuse(
@@ -168,7 +167,10 @@ async def receive_delivery(ingress: GitHubIngress, request: Request) -> Response
 
 
 async def _handle(ingress: GitHubIngress, request: Request) -> Response:
-    body = await _read_body(request)
+    try:
+        body = await read_body(request, MAX_BODY_BYTES)
+    except ClientHungUp:
+        return hung_up(SOURCE, event_label(request.headers.get("x-github-event")))
     if body is None:
         return _refuse(
             ingress, request, status=413, reason="too_large", message="Body over 25 MiB."
@@ -190,6 +192,14 @@ async def _handle(ingress: GitHubIngress, request: Request) -> Response:
             status=400,
             reason="missing_headers",
             message="X-GitHub-Event and X-GitHub-Delivery are required.",
+        )
+    if not (_plain_header(delivery) and _plain_header(event_type)):
+        return _refuse(
+            ingress,
+            request,
+            status=400,
+            reason="bad_headers",
+            message="X-GitHub-Event and X-GitHub-Delivery must be printable ASCII.",
         )
     if not ingress.secrets:
         return _refuse(
@@ -216,6 +226,17 @@ async def _handle(ingress: GitHubIngress, request: Request) -> Response:
         return _refuse(
             ingress, request, status=400, reason="bad_json", message="Body is not a JSON object."
         )
+    if too_deep(body, payload):
+        return _refuse(
+            ingress,
+            request,
+            status=400,
+            reason="too_deep",
+            message=f"JSON nested deeper than {MAX_JSON_DEPTH} levels.",
+        )
+    problem = repository_problem(payload)
+    if problem is not None:
+        return _refuse(ingress, request, status=400, reason="bad_repository", message=problem)
     return await _store(ingress, request, event_type, delivery, body, payload)
 
 

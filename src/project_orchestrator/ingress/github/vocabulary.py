@@ -41,3 +41,28 @@ def serial_key_for(payload: dict[str, Any]) -> str:
         if isinstance(full_name, str) and full_name:
             return keys.github_serial(full_name)
     return keys.github_serial(None)
+
+
+# GitHub's own limits: a login is at most 39 characters, a repository name at most 100.
+MAX_OWNER_LENGTH = 39
+MAX_NAME_LENGTH = 100
+
+
+def repository_problem(payload: dict[str, Any]) -> str | None:
+    """Why `repository.full_name` cannot be a GitHub repository, or None when it can be
+    (or is absent: not every event is about a repository)."""
+    repository = payload.get("repository")
+    full_name = repository.get("full_name") if isinstance(repository, dict) else None
+    if not isinstance(full_name, str):
+        return None
+    owner, slash, name = full_name.partition("/")
+    if not slash or "/" in name or not owner or not name:
+        return "repository.full_name is not owner/name."
+    if not full_name.isprintable() or any(c.isspace() for c in full_name):
+        return "repository.full_name holds characters GitHub does not allow."
+    if len(owner) > MAX_OWNER_LENGTH or len(name) > MAX_NAME_LENGTH:
+        return (
+            f"repository.full_name is longer than GitHub allows ({MAX_OWNER_LENGTH} characters "
+            f"for the owner, {MAX_NAME_LENGTH} for the name)."
+        )
+    return None

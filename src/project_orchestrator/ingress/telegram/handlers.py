@@ -74,7 +74,17 @@ class TelegramEventHandler:
         if event.event_type not in HANDLED_KINDS:
             return EventStatus.IGNORED
         application = await self.application()
-        update = Update.de_json(event.payload, application.bot)
+        try:
+            update = Update.de_json(event.payload, application.bot)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # An update the Bot API types cannot read now never will: no retrying it.
+            log.warning(
+                "telegram.update_malformed",
+                event_id=event.id,
+                kind=event.event_type,
+                reason=f"{type(exc).__name__}: {exc}"[:200],
+            )
+            return EventStatus.IGNORED
         turn = _Turn(session, update.update_id)
         token = _turn.set(turn)
         try:

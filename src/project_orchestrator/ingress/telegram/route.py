@@ -1,6 +1,6 @@
 """POST /webhooks/telegram: verify, store with its job, acknowledge. Nothing else.
 
-Checks in order: rate limit, size, secret token, shape. Every refusal is audited and
+Checks in order: rate limit, secret token, size, shape. Every refusal is audited and
 counted. Telegram redelivers on any non-2xx, so 503 is the answer when nothing could be
 stored, and a redelivered update_id is acknowledged as a duplicate without a second job.
 """
@@ -19,7 +19,8 @@ from slowapi import Limiter
 from project_orchestrator import metrics
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
 from project_orchestrator.config import Settings
-from project_orchestrator.ingress.client_ip import ClientResolver, parse_networks
+from project_orchestrator.ingress.bodies import ClientHungUp, hung_up, read_body
+from project_orchestrator.ingress.client_ip import ClientResolver, forwarded_for, parse_networks
 from project_orchestrator.ingress.rate_limit import WebhookRateLimit
 from project_orchestrator.ingress.telegram.updates import (
     SOURCE,
@@ -29,6 +30,7 @@ from project_orchestrator.ingress.telegram.updates import (
     parse_update,
     store_update,
 )
+from project_orchestrator.jsonlimits import MAX_JSON_DEPTH
 from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)
@@ -92,21 +94,6 @@ def _refuse(
     return _json(status, {"error": reason, "message": message})
 
 
-async def _read_body(request: Request) -> bytes | None:
-    """The raw body, or None when it is larger than MAX_BODY_BYTES."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def secret_matches(expected: bytes, provided: str | None) -> bool:
     if provided is None:
         return False
@@ -127,7 +114,10 @@ def build_router(receive: Callable[[Request], Awaitable[Response]]) -> APIRouter
                 "description": 'Stored and queued (`{"status": "accepted", "update_id": N}`), '
                 'or a duplicate update_id, already stored (`"status": "duplicate"`)'
             },
-            400: {"description": "Body is not a JSON object with an integer update_id"},
+            400: {
+                "description": "Body is not a JSON object with an integer update_id, or is "
+                f"nested deeper than {MAX_JSON_DEPTH} levels"
+            },
             403: {
                 "description": "X-Telegram-Bot-Api-Secret-Token missing or wrong, or no "
                 "TELEGRAM_WEBHOOK_SECRET configured"
@@ -154,9 +144,7 @@ async def receive(request: Request) -> Response:
 
 async def receive_update(ingress: TelegramIngress, request: Request) -> Response:
     client = request.client
-    client_ip = ingress.resolver.client_ip(
-        client.host if client else None, request.headers.get("x-forwarded-for")
-    )
+    client_ip = ingress.resolver.client_ip(client.host if client else None, forwarded_for(request))
     request.state.client_ip = client_ip
     decision = ingress.rate_limit.check(ROUTE, client_ip or "unknown")
     if not decision.allowed:
@@ -176,9 +164,7 @@ async def receive_update(ingress: TelegramIngress, request: Request) -> Response
 
 
 async def _handle(ingress: TelegramIngress, request: Request) -> Response:
-    body = await _read_body(request)
-    if body is None:
-        return _refuse(ingress, request, status=413, reason="too_large", message="Body over 1 MiB.")
+    # The secret first: a caller without it must not make us read a megabyte.
     if ingress.secret is None:
         return _refuse(
             ingress,
@@ -198,6 +184,12 @@ async def _handle(ingress: TelegramIngress, request: Request) -> Response:
             message="X-Telegram-Bot-Api-Secret-Token is missing or does not match.",
             action=AuditAction.WEBHOOK_SIGNATURE_FAILED,
         )
+    try:
+        body = await read_body(request, MAX_BODY_BYTES)
+    except ClientHungUp:
+        return hung_up(SOURCE, _NO_KIND)
+    if body is None:
+        return _refuse(ingress, request, status=413, reason="too_large", message="Body over 1 MiB.")
     update = parse_update(body)
     if update is None:
         return _refuse(
@@ -205,7 +197,8 @@ async def _handle(ingress: TelegramIngress, request: Request) -> Response:
             request,
             status=400,
             reason="bad_update",
-            message="Body is not a JSON object with an integer update_id.",
+            message="Body is not a JSON object with an integer update_id, nested at most "
+            f"{MAX_JSON_DEPTH} levels deep.",
         )
     headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
     event = event_from_update(

@@ -16,6 +16,7 @@ import orjson
 from project_orchestrator import keys, metrics
 from project_orchestrator.events.models import EventSource
 from project_orchestrator.events.writer import NewEvent, Stored, StoreUnavailable
+from project_orchestrator.jsonlimits import too_deep
 from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)
@@ -74,7 +75,9 @@ def parse_update(body: bytes) -> dict[str, Any] | None:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    return payload if is_update(payload) else None
+    if not is_update(payload) or too_deep(body, payload):
+        return None
+    return payload  # type: ignore[no-any-return]
 
 
 def is_update(payload: object) -> bool:
