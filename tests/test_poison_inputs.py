@@ -102,8 +102,11 @@ async def test_a_delivery_id_outside_printable_ascii_is_refused(
     tmp_path: Path, database_url: str, db: Database, delivery: bytes
 ) -> None:
     body, headers = signed(SECRET, "ping", {"zen": "hi"})
-    raw: list[tuple[str, str | bytes]] = [*headers.items()]
-    raw = [(k, delivery if k == "X-GitHub-Delivery" else v) for k, v in raw]
+    # As bytes: httpx would encode text as ASCII, and headers travel as Latin-1.
+    raw = [
+        (k.encode(), delivery if k == "X-GitHub-Delivery" else v.encode())
+        for k, v in headers.items()
+    ]
     async with webhook_client(tmp_path, database_url) as client:
         response = await client.post(URL, content=body, headers=raw)
     assert response.status_code == 400
@@ -179,7 +182,7 @@ async def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(
     try:
         async with webhook_client(tmp_path, database_url) as client:
             app = client._transport.app  # type: ignore[attr-defined]
-            chunks = [
+            chunks: list[dict[str, Any]] = [
                 {"type": "http.request", "body": body[:5000], "more_body": True},
                 {"type": "http.disconnect"},
             ]

@@ -7,14 +7,17 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import asyncpg
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from slowapi import Limiter
+from sqlalchemy.exc import DBAPIError
 
 from project_orchestrator import SERVICE_NAME, __version__
 from project_orchestrator.api import health
 from project_orchestrator.api.fast_path import OrchestratorAPI
+from project_orchestrator.api.guard import ApiGuard, AuthFailureTally, FailedAuthLimit
 from project_orchestrator.api.middleware import RequestContextMiddleware
 from project_orchestrator.api.state import AppState
 from project_orchestrator.api.v1 import events as v1_events
@@ -25,6 +28,7 @@ from project_orchestrator.config import Settings, get_settings
 from project_orchestrator.db.embedded import EmbeddedPostgres
 from project_orchestrator.db.engine import Database, create_database, worker_pool_size
 from project_orchestrator.db.raw import create_pool
+from project_orchestrator.db.schema_change import SchemaWatch, is_stale_schema, is_unavailable
 from project_orchestrator.errors import OrchestratorError
 from project_orchestrator.events.writer import EventWriter
 from project_orchestrator.ingress.client_ip import ClientResolver, IpAllowList, parse_networks
@@ -41,6 +45,9 @@ log = get_logger(__name__)
 def create_app(settings: Settings | None = None, *, with_worker: bool = False) -> FastAPI:
     settings = settings or get_settings()
     settings.check_startable()
+    audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
+    limiter = build_limiter(settings)
+    refusals = AuthFailureTally(audit)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,7 +70,6 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
         pool = await create_pool(database_url, min_size=0, max_size=4)
         writer = EventWriter(pool)
         writer.start()
-        audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
         app.state.orchestrator = AppState(
             settings=settings,
             db=db,
@@ -75,6 +81,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
             ),
             gauge_refreshers=list(GAUGE_REFRESHERS),
             notifier=build_notifier(settings),
+            schema_watch=SchemaWatch(resets=[db.engine.dispose, pool.expire_connections]),
         )
         stop_telegram_polling = _start_telegram_polling(settings, writer)
         worker_stop = asyncio.Event()
@@ -97,6 +104,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
             await pool.close()
             await http.aclose()
             await db.dispose()
+            refusals.flush()
             if embedded is not None:
                 embedded.stop()
             log.info("app.stopped")
@@ -107,9 +115,20 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
         version=__version__,
         lifespan=lifespan,
     )
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    # Added first, so it runs inside the request context (correlation id, metrics, log).
+    app.add_middleware(
+        ApiGuard,
+        api_key=api_key,
+        resolver=ClientResolver(parse_networks(settings.trusted_proxies)),
+        limit=FailedAuthLimit(limiter),
+        tally=refusals,
+    )
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(OrchestratorError, _orchestrator_error)  # type: ignore[arg-type]
-    app.state.limiter = build_limiter(settings)
+    for database_error in DATABASE_ERRORS:
+        app.add_exception_handler(database_error, _database_error)
+    app.state.limiter = limiter
     app.include_router(health.router)
     app.include_router(v1_events.router)
     app.include_router(v1_projects.router)
@@ -165,6 +184,32 @@ def _github_ingress(
 
 async def _orchestrator_error(_: Request, exc: OrchestratorError) -> JSONResponse:
     return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status_code)
+
+
+# What a route raises when the database is away or was rebuilt under us.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    DBAPIError,
+    OSError,  # TimeoutError and refused connections included
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    """503 with Retry-After, as the webhook routes answer, when the database is away or
+    its schema was rebuilt (after throwing the stale connections away); anything else is
+    a real error and stays one."""
+    if is_stale_schema(exc):
+        state: AppState = request.app.state.orchestrator
+        await state.schema_watch.reset(f"{type(exc).__name__} in {request.url.path}")
+    elif not is_unavailable(exc):
+        raise exc
+    log.warning("api.database_unavailable", error=type(exc).__name__, path=request.url.path)
+    return JSONResponse(
+        {"error": "unavailable", "message": "The database is unavailable; try again shortly."},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 def _start_worker(

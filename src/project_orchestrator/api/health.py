@@ -34,15 +34,16 @@ def _describe_error(exc: BaseException) -> str:
     return redact_text(reason)
 
 
-async def _database_status(state: AppState) -> tuple[bool, bool, str | None]:
-    """(reachable, migrations_pending, error)"""
+async def _database_status(state: AppState) -> tuple[bool, bool, bool]:
+    """(reachable, migrations_pending, schema_rebuilt: its stale connections just went)"""
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_SECONDS), state.db.engine.connect() as conn:
             pending = await pending_migrations(conn)
+            unchanged = await state.schema_watch.unchanged(conn)
     except Exception as exc:
         log.warning("health.database_unreachable", error=_describe_error(exc))
-        return False, False, _describe_error(exc)
-    return True, pending, None
+        return False, False, False
+    return True, pending, not unchanged
 
 
 async def _ai_status(state: AppState) -> AIReachability:
@@ -101,7 +102,9 @@ async def health_ai(request: Request) -> dict[str, Any]:
 @router.get("/health/ready", responses={503: {"description": "not ready"}})
 async def health_ready(request: Request) -> JSONResponse:
     state = app_state(request)
-    (reachable, pending, _), ai = await asyncio.gather(_database_status(state), _ai_status(state))
+    (reachable, pending, rebuilt), ai = await asyncio.gather(
+        _database_status(state), _ai_status(state)
+    )
     ai_service = "ok" if ai.ok else "degraded"
     if ai.state == "not_configured":
         ai_service = "not_configured"
@@ -110,11 +113,13 @@ async def health_ready(request: Request) -> JSONResponse:
         "database": "ok" if reachable else "fail",
         "ai_service": ai_service,
     }
-    if reachable and not pending:
+    if reachable and not pending and not rebuilt:
         return JSONResponse(body)
     body["status"] = "not ready"
     if pending:
         body["migrations"] = "pending"
+    if rebuilt:
+        body["schema"] = "rebuilt; reconnecting"
     return JSONResponse(body, status_code=503)
 
 

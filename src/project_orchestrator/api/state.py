@@ -14,6 +14,7 @@ from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.base import Notifier
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
+from project_orchestrator.db.schema_change import SchemaWatch
 from project_orchestrator.ingress.github.route import GitHubIngress
 from project_orchestrator.ingress.telegram.route import TelegramIngress
 from project_orchestrator.logging import get_logger
@@ -35,6 +36,8 @@ class AppState:
     # POST /webhooks/telegram; refuses everything until TELEGRAM_WEBHOOK_SECRET is set.
     telegram_ingress: TelegramIngress | None = None
     gauge_refreshers: list[Callable[[Database], Awaitable[None]]] = field(default_factory=list)
+    # Throws away connections that cached a schema rebuilt under the running service.
+    schema_watch: SchemaWatch = field(default_factory=SchemaWatch)
 
     async def refresh_gauges(self) -> None:
         """Gauges that describe shared state are read from the database at scrape time,

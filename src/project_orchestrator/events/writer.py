@@ -18,6 +18,7 @@ import structlog
 
 from project_orchestrator.db.enqueue import enqueue_on_connection
 from project_orchestrator.db.jobs import EventJob
+from project_orchestrator.db.schema_change import is_stale_schema
 from project_orchestrator.events.models import EventSource
 
 log = structlog.get_logger(__name__)
@@ -120,6 +121,9 @@ class EventWriter:
             return
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("events.store_failed", error=type(exc).__name__, batch=len(batch))
+            if is_stale_schema(exc):
+                # Rebuilt under us: these connections cached the old schema for good.
+                await self._pool.expire_connections()
             self._fail(batch, StoreUnavailable(type(exc).__name__))
             return
         for (_, future), result in zip(batch, results, strict=True):

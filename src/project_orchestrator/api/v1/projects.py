@@ -20,7 +20,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.api.auth import db_session, require_api_key
-from project_orchestrator.api.schemas import MAX_BIGINT, UNREADABLE_BODY, error_responses
+from project_orchestrator.api.schemas import BODY_REFUSALS, MAX_BIGINT, error_responses
 from project_orchestrator.api.state import AppState, app_state
 from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import ConflictError, NotFoundError
@@ -391,7 +391,7 @@ _NOT_PENDING = {
 @router.post(
     "/{project_id}/gates/{gate_id}/approve",
     response_model=DecisionOut,
-    responses={**error_responses(403, 404, 409), **UNREADABLE_BODY},
+    responses={**error_responses(403, 404, 409), **BODY_REFUSALS},
 )
 async def approve_gate(
     project_id: uuid.UUID,
@@ -407,7 +407,7 @@ async def approve_gate(
 @router.post(
     "/{project_id}/gates/{gate_id}/reject",
     response_model=DecisionOut,
-    responses={**error_responses(403, 404, 409), **UNREADABLE_BODY},
+    responses={**error_responses(403, 404, 409), **BODY_REFUSALS},
 )
 async def reject_gate(
     project_id: uuid.UUID,
