@@ -66,14 +66,26 @@ def is_unavailable(exc: BaseException) -> bool:
             return True
         if isinstance(
             cause,
-            OSError
-            | asyncpg.PostgresConnectionError
+            asyncpg.PostgresConnectionError
             | asyncpg.CannotConnectNowError
             | asyncpg.AdminShutdownError
             | asyncpg.TooManyConnectionsError
             | asyncpg.ConnectionDoesNotExistError,
         ):
             return True
+        if isinstance(cause, OSError) and _raised_by_the_driver(cause):
+            return True
+    return False
+
+
+def _raised_by_the_driver(exc: OSError) -> bool:
+    """A refused, reset or missing socket while asyncpg connects or talks; not every
+    OSError (a full disk is not the database being away)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("asyncpg"):
+            return True
+        tb = tb.tb_next
     return False
 
 
