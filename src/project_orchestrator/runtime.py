@@ -11,6 +11,11 @@ from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)
 
+# How long SIGTERM waits for requests in flight before cancelling them. Longer than
+# http_deadlines.BODY_TIMEOUT_SECONDS (a test holds it so), so that a client stalled
+# half-way through its body is cut off, and its request ends, before the drain gives up.
+GRACEFUL_SHUTDOWN_SECONDS = 20
+
 
 @contextmanager
 def database_url_for_cli(settings: Settings) -> Iterator[str]:
@@ -39,6 +44,7 @@ def run_server(
 ) -> None:
     import uvicorn
 
+    from project_orchestrator import http_deadlines
     from project_orchestrator.app import create_app
     from project_orchestrator.server import GracefulServer
 
@@ -52,10 +58,14 @@ def run_server(
             port=port or settings.port,
             log_config=None,  # keep uvicorn's records in our structlog pipeline
             loop="uvloop",
-            http="httptools",
+            # httptools with header and body read deadlines and a cap on connections.
+            http=http_deadlines.DeadlineHttpToolsProtocol,
+            ws="none",  # no route speaks websocket; an upgrade request is plain HTTP
+            limit_concurrency=http_deadlines.LIMIT_CONCURRENCY,
+            backlog=http_deadlines.BACKLOG,
             proxy_headers=False,  # TRUSTED_PROXIES decides whom to believe, not uvicorn
             server_header=False,
-            timeout_graceful_shutdown=20,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         _settle_garbage_collector()
         GracefulServer(config).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from types import FrameType
 
@@ -18,3 +19,19 @@ class GracefulServer(uvicorn.Server):
             self.force_exit = True  # a second Ctrl-C means "now"
         else:
             self.should_exit = True
+
+    async def _wait_tasks_to_complete(self) -> None:
+        # uvicorn's drain step (private: uv.lock fixes the version, and
+        # tests/test_slow_clients.py fails if it changes). On timeout_graceful_shutdown it
+        # is cancelled, then uvicorn cancels the requests still running and answers 500
+        # to each one that had not started its response.
+        try:
+            await super()._wait_tasks_to_complete()
+        except asyncio.CancelledError:
+            # Those clients get their connection closed instead: a request cut short by a
+            # shutdown was not refused by a bug, and a 500 would say it was.
+            for connection in list(self.server_state.connections):
+                abandon = getattr(connection, "abandon", None)
+                if abandon is not None:
+                    abandon()
+            raise

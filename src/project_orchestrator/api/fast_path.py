@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from project_orchestrator.api.middleware import RequestContextMiddleware
+from project_orchestrator.api.middleware import RequestContextMiddleware, closing_on_server_error
 from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)
@@ -60,4 +60,7 @@ class OrchestratorAPI(FastAPI):
                 scope["app"] = self
                 await fast(scope, receive, send)
                 return
+            # Starlette answers an unhandled exception's 500 outside every middleware
+            # added to the app, the request-context one included; it closes too.
+            send = closing_on_server_error(send)
         await super().__call__(scope, receive, send)

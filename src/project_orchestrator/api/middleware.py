@@ -2,6 +2,13 @@
 
 Plain ASGI rather than BaseHTTPMiddleware: it adds almost nothing to the hot path of
 webhook ingress and never buffers bodies.
+
+Two kinds of answer are marked here for every route, the fast path's included:
+- a 5xx answer carries `Connection: close`: whatever went wrong may have left the
+  connection's state in doubt, and a client retrying on a fresh connection does no harm;
+- a request whose client hung up before it was answered (a read deadline, a sender that
+  gave up) is logged and counted as 499, nginx's "client closed request": what the app
+  tried to answer then went nowhere, and it is not the server's failure.
 """
 
 from __future__ import annotations
@@ -10,8 +17,10 @@ import re
 import time
 
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from project_orchestrator.ingress.bodies import CLIENT_CLOSED_REQUEST
 from project_orchestrator.logging import get_logger, new_correlation_id
 from project_orchestrator.metrics import http_request_duration_seconds, http_requests_total
 
@@ -23,6 +32,8 @@ _QUIET_ROUTES = frozenset({"/health", "/health/db", "/health/ready", "/health/ai
 # An accepted delivery is already on record (the event row carries its correlation id);
 # logging each one again would cost more than storing it. Refusals still log.
 _RECORDED_ROUTES = frozenset({"/webhooks/github", "/webhooks/telegram"})
+_CONNECTION = b"connection"
+_CLOSE = b"close"
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -37,6 +48,29 @@ def route_template(scope: Scope) -> str:
     path = getattr(route, "path", None)
     # Unmatched paths are folded into one label so scanners cannot explode cardinality.
     return path if isinstance(path, str) else "unmatched"
+
+
+def close_after_server_error(message: Message) -> None:
+    """Add `Connection: close` to a 5xx response start that does not close already."""
+    if message["type"] != "http.response.start" or message["status"] < 500:
+        return
+    headers = list(message.get("headers", []))
+    for name, value in headers:
+        if name.lower() == _CONNECTION and _CLOSE in value.lower():
+            return
+    headers.append((_CONNECTION, _CLOSE))
+    message["headers"] = headers
+
+
+def closing_on_server_error(send: Send) -> Send:
+    """`send`, with `Connection: close` on a 5xx answer: for what answers outside the
+    request-context middleware (Starlette's outermost 500 for an unhandled exception)."""
+
+    async def send_closing(message: Message) -> None:
+        close_after_server_error(message)
+        await send(message)
+
+    return send_closing
 
 
 class RequestContextMiddleware:
@@ -54,20 +88,38 @@ class RequestContextMiddleware:
         # lifespan dict); routes that store work hand the correlation id on to the job.
         scope["state"] = {**scope.get("state", {}), "correlation_id": correlation_id}
         started = time.perf_counter()
-        status_code = 500
+        # None until the response starts: an exception before that becomes Starlette's 500.
+        answered: int | None = None
+        hung_up = False
+
+        async def receive_noting_hang_up() -> Message:
+            nonlocal hung_up
+            message = await receive()
+            if message["type"] == "http.disconnect" and answered is None:
+                hung_up = True
+            return message
 
         async def send_with_request_id(message: Message) -> None:
-            nonlocal status_code
+            nonlocal answered
             if message["type"] == "http.response.start":
-                status_code = message["status"]
+                answered = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER, correlation_id.encode("ascii")))
                 message["headers"] = headers
+                if answered >= 500:
+                    close_after_server_error(message)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_request_id)
+            await self.app(scope, receive_noting_hang_up, send_with_request_id)
+        except ClientDisconnect:
+            # Raised by a route that read its body itself when the client went away: nobody
+            # is left to answer, and it is not an error to report.
+            hung_up = hung_up or answered is None
         finally:
+            status_code = (
+                CLIENT_CLOSED_REQUEST if hung_up else (500 if answered is None else answered)
+            )
             elapsed = time.perf_counter() - started
             route = route_template(scope)
             labels = (scope["method"], route, str(status_code))
