@@ -376,6 +376,22 @@ async def test_production_with_missing_secrets_fails_config(
     assert_no_secrets(render(results))
 
 
+async def test_production_with_short_secrets_fails_config(
+    tmp_path: Path, fakes: Fakes, database_url: str
+) -> None:
+    settings = all_good(
+        tmp_path, fakes, database_url, app_env="production", api_key="short-key-123"
+    )
+    results = await run_checks(settings)
+
+    config = by_name(results)["config"]
+    assert config.status is CheckStatus.FAIL
+    assert "API_KEY" in config.message
+    assert "16 characters" in config.message
+    assert "short-key-123" not in render(results)
+    assert exit_code(results) == 1
+
+
 def test_render_and_exit_code() -> None:
     results = [
         CheckResult("config", CheckStatus.OK, "fine"),

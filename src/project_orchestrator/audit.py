@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from project_orchestrator import effects
+from project_orchestrator.logging import redact_credentials, secrets_pattern
 
 _REDACTED = "[redacted]"
 # Keys whose values are secrets by their very nature, whoever passes them in.
@@ -54,7 +55,9 @@ class AuditResult(StrEnum):
 class AuditLog:
     def __init__(self, path: Path, *, known_secrets: Iterable[str] = ()) -> None:
         self.path = path
-        self._secrets = tuple(sorted({s for s in known_secrets if s}, key=len, reverse=True))
+        # Every length, in one pass, longest first (a secret containing a shorter one
+        # goes whole).
+        self._secrets = secrets_pattern(known_secrets)
         self._lock = threading.Lock()
 
     def record(
@@ -70,14 +73,13 @@ class AuditLog:
         entry: dict[str, Any] = {
             "timestamp": datetime.now(UTC).isoformat(),
             "action": str(action),
-            "user_id": user_id,
-            "project_id": None if project_id is None else str(project_id),
+            "user_id": None if user_id is None else self._redact(str(user_id)),
+            "project_id": None if project_id is None else self._redact(str(project_id)),
             "details": self._scrub(dict(details or {})),
             "result": str(AuditResult(result)),
-            "ip_address": ip_address,
+            "ip_address": None if ip_address is None else self._redact(str(ip_address)),
         }
-        line = orjson.dumps(entry, default=str) + b"\n"
-        line = self._scrub_bytes(line)
+        line = orjson.dumps(entry) + b"\n"
         if entry["result"] == AuditResult.DENIED:
             # A refusal stores nothing and is what happened whatever the transaction does.
             self._append(line)
@@ -102,15 +104,21 @@ class AuditLog:
         if any(part in key.lower() for part in _SECRET_KEY_PARTS):
             return _REDACTED
         if isinstance(value, Mapping):
-            return {str(k): self._scrub(v, str(k)) for k, v in value.items()}
+            return {self._redact(str(k)): self._scrub(v, str(k)) for k, v in value.items()}
         if isinstance(value, list | tuple | set):
             return [self._scrub(v) for v in value]
-        return value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, str):
+            # A known secret is removed wherever it hides. Values rather than the encoded
+            # line: the contract's own keys stay intact however short a secret is, and a
+            # secret that JSON would escape still matches.
+            return self._redact(value)
+        # Anything else (a datetime, a UUID, a dataclass) as JSON renders it, then scrubbed.
+        return self._scrub(orjson.loads(orjson.dumps(value, default=str)), key)
 
-    def _scrub_bytes(self, line: bytes) -> bytes:
-        # Belt and braces: a known secret value is removed wherever it hides.
-        for secret in self._secrets:
-            encoded = orjson.dumps(secret)[1:-1]
-            if encoded in line:
-                line = line.replace(encoded, _REDACTED.encode())
-        return line
+    def _redact(self, text: str) -> str:
+        if self._secrets is not None:
+            text = self._secrets.sub(_REDACTED, text)
+        # A token a client sent is no configured secret, but no less a secret.
+        return redact_credentials(text)

@@ -45,11 +45,20 @@ def _load_settings() -> Settings:
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
+    """Each setting at fault, by name, with pydantic's message: never the value given.
+
+    `str(exc)` would print every `input_value`, and the offending input may be a secret
+    (or a secret pasted into the wrong setting), so only the names and messages are used,
+    and a message that quotes its input anyway has it cut out.
+    """
     lines = []
-    for error in exc.errors():
+    for error in exc.errors(include_url=False, include_context=False, include_input=True):
         name = str(error["loc"][0]).upper() if error["loc"] else "settings"
-        # Never echo the offending input: it may be a secret.
-        lines.append(f"  {name}: {error['msg']}")
+        message = str(error["msg"])
+        given = error.get("input")
+        if isinstance(given, str) and given.strip() and given in message:
+            message = message.replace(given, "[redacted]")
+        lines.append(f"  {name}: {message}")
     return "\n".join(lines)
 
 

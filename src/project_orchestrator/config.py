@@ -23,6 +23,10 @@ GITHUB_HOOKS_RANGES = (
     "2606:50c0::/32",
 )
 
+# The API key and webhook secrets are shared with callers and checked on every request;
+# shorter than this they could be guessed, so production refuses them.
+MIN_PRODUCTION_SECRET_LENGTH = 16
+
 CommaList = Annotated[list[str], NoDecode]
 
 
@@ -144,17 +148,28 @@ class Settings(BaseSettings):
     @field_validator("github_webhook_ips", "trusted_proxies")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
-        for cidr in value:
+        for position, cidr in enumerate(value, start=1):
             try:
                 ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{cidr!r} is not an IP network in CIDR form") from exc
+            except ValueError:
+                # The entry's position, not its text: errors are printed, and whatever
+                # was typed into a setting may be a secret pasted in the wrong place.
+                raise ValueError(f"entry {position} is not an IP network in CIDR form") from None
         return value
 
     @field_validator("database_url")
     @classmethod
     def _asyncpg_driver(cls, value: str | None) -> str | None:
-        return None if value is None else normalise_database_url(value)
+        if value is None:
+            return None
+        url = normalise_database_url(value)
+        try:
+            database_password(url)
+        except Exception:
+            # SQLAlchemy's parse errors may quote parts of the URL; found here, the mistake
+            # is reported by name like any other setting's, not as a traceback later.
+            raise ValueError("not a valid URL (postgresql://user:pass@host:5432/db)") from None
+        return url
 
     @property
     def is_production(self) -> bool:
@@ -195,15 +210,38 @@ class Settings(BaseSettings):
             missing.append("TELEGRAM_WEBHOOK_SECRET")
         return missing
 
+    def short_production_secrets(self) -> list[str]:
+        """The shared secrets too short to resist guessing, by setting name (never value)."""
+        short: list[str] = []
+        if self.api_key is not None and _too_short(self.api_key):
+            short.append("API_KEY")
+        secrets = self.github_webhook_secret
+        for position, secret in enumerate(secrets, start=1):
+            if _too_short(secret):
+                # Which of several comma-separated values, so the operator knows which one.
+                which = f" (value {position} of {len(secrets)})" if len(secrets) > 1 else ""
+                short.append(f"GITHUB_WEBHOOK_SECRET{which}")
+        if self.telegram_webhook_secret is not None and _too_short(self.telegram_webhook_secret):
+            short.append("TELEGRAM_WEBHOOK_SECRET")
+        return short
+
     def check_startable(self) -> None:
-        """Refuse to run production without its secrets, naming every one missing."""
+        """Refuse to run production without its secrets, or with guessable ones, naming
+        every setting at fault (never its value)."""
         if not self.is_production:
             return
+        needs: list[str] = []
         missing = self.missing_production_secrets()
         if missing:
-            raise ConfigurationError(
-                "APP_ENV=production needs these settings, which are unset: " + ", ".join(missing)
+            needs.append("these settings, which are unset: " + ", ".join(missing))
+        short = self.short_production_secrets()
+        if short:
+            needs.append(
+                f"secrets of at least {MIN_PRODUCTION_SECRET_LENGTH} characters, which these"
+                " are not: " + ", ".join(short)
             )
+        if needs:
+            raise ConfigurationError("APP_ENV=production needs " + "; and ".join(needs))
 
     def secret_values(self) -> list[str]:
         """Every configured secret, so writers can make sure none leaks."""
@@ -219,7 +257,13 @@ class Settings(BaseSettings):
         password = database_password(self.database_url)
         if password:
             values.append(password)
-        return [v for v in values if len(v) >= 4]
+        # Every length: a short secret is still a secret (production refuses the short
+        # shared ones, but development runs with whatever it is given).
+        return [v for v in values if v]
+
+
+def _too_short(secret: SecretStr) -> bool:
+    return len(secret.get_secret_value()) < MIN_PRODUCTION_SECRET_LENGTH
 
 
 def normalise_database_url(url: str) -> str:

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from project_orchestrator.config import Settings, database_password, normalise_database_url
+from project_orchestrator.config import (
+    MIN_PRODUCTION_SECRET_LENGTH,
+    Settings,
+    database_password,
+    normalise_database_url,
+)
 from project_orchestrator.doctor_ops import check_queue, check_rate_limit_storage
 from project_orchestrator.doctor_results import (
     ANTHROPIC_VERSION,
@@ -74,6 +79,16 @@ def check_config(settings: Settings) -> CheckResult:
                 name,
                 f"production is missing required settings: {listed}",
                 f"set {listed}; `orchestrator serve` refuses to start without them",
+            )
+        short = settings.short_production_secrets()
+        if short:
+            listed = ", ".join(short)
+            return fail(
+                name,
+                f"production secrets shorter than {MIN_PRODUCTION_SECRET_LENGTH} characters: "
+                + listed,
+                "use longer ones (e.g. `openssl rand -hex 32`); `orchestrator serve` refuses "
+                "to start with these",
             )
         if settings.telegram_mode != "off" and not settings.telegram_allowed_user_ids:
             return warn(

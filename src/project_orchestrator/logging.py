@@ -3,11 +3,16 @@
 Everything (our loggers, uvicorn, alembic, libraries) goes through one stdlib handler
 with a structlog ProcessorFormatter, so every record gets the same shape, the bound
 correlation id, and secret redaction.
+
+Exceptions are rendered as plain text tracebacks without local variables, in both modes,
+and before redaction: a traceback's locals hold settings, request headers and clients
+with their tokens, and a traceback rendered after the redaction step is never redacted.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import sys
 from collections.abc import Iterable, Mapping
@@ -17,19 +22,53 @@ import structlog
 from structlog.types import EventDict, Processor
 
 _REDACTED = "[redacted]"
-_secrets: tuple[str, ...] = ()
+# All known secrets in one alternation, longest first, replaced in a single pass: one
+# by one, a short secret could match inside an earlier "[redacted]" (or a secret left
+# behind by another's replacement).
+_secrets: re.Pattern[str] | None = None
+
+# A credential a client sent, which no configured secret covers: the value of an
+# Authorization header however it is printed (`Authorization: token x`, a dict or header
+# list repr), and any `Bearer <token>`. A `<placeholder>` in help texts is left alone.
+_AUTHORIZATION_VALUE = re.compile(
+    # The name; a separator (a comma only after a quoted name: a header tuple's repr); an
+    # opening quote (b'' for bytes); the scheme, kept as it is no secret (possessive, so
+    # the scheme itself is never taken for the value); then the value.
+    r"""(?i)(authorization(?:['"]\s*[:=,]|\s*[:=])\s*(?:b?['"])?"""
+    r"""(?:(?:bearer|basic|token|digest)\s+)?+)(?!<)[^\s'",;)}\]]+"""
+)
+_BEARER_TOKEN = re.compile(r"\b(Bearer\s+)(?!<)[A-Za-z0-9._~+/=-]+")
+_PLAIN_TYPES = (int, float, bool, type(None))
 
 
 def set_known_secrets(secrets: Iterable[str]) -> None:
-    """Remember the configured secret values so no log line can carry them."""
+    """Remember the configured secret values so no log line can carry them.
+
+    Every length counts: a three-character API key is as secret as a long one. The
+    longest go first, so a secret containing a shorter one is removed whole.
+    """
     global _secrets
-    _secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+    _secrets = secrets_pattern(secrets)
+
+
+def secrets_pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
+    """One pattern matching any of `secrets` (longest first), or None for none at all."""
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
 
 def redact_text(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, _REDACTED)
+    if _secrets is not None:
+        text = _secrets.sub(_REDACTED, text)
+    return redact_credentials(text)
+
+
+def redact_credentials(text: str) -> str:
+    """`text` without the credentials a client may have sent (Authorization values)."""
+    if "uthorization" in text or "UTHORIZATION" in text:
+        text = _AUTHORIZATION_VALUE.sub(lambda m: m.group(1) + _REDACTED, text)
+    if "Bearer" in text:
+        text = _BEARER_TOKEN.sub(lambda m: m.group(1) + _REDACTED, text)
     return text
 
 
@@ -40,12 +79,16 @@ def redact_value(value: Any) -> Any:
         return {k: redact_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact_value(v) for v in value]
-    return value
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    # Anything else is printed through its repr (both renderers fall back to it), which
+    # may quote a secret: such a value is logged as its redacted repr instead.
+    text = repr(value)
+    redacted = redact_text(text)
+    return value if redacted == text else redacted
 
 
 def _redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
-    if not _secrets:
-        return event_dict
     for key, value in list(event_dict.items()):
         event_dict[key] = redact_value(value)
     return event_dict
@@ -54,6 +97,11 @@ def _redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
 def _drop_color_message(_: Any, __: str, event_dict: EventDict) -> EventDict:
     # uvicorn duplicates its message with ANSI colours in `color_message`.
     event_dict.pop("color_message", None)
+    # ...and ends some messages with a newline ("Exception in ASGI application\n"), which
+    # would push the rest of the console line, and the traceback, one line down.
+    event = event_dict.get("event")
+    if isinstance(event, str) and event.endswith("\n"):
+        event_dict["event"] = event.rstrip()
     return event_dict
 
 
@@ -71,8 +119,9 @@ def configure_logging(
     renderer: Processor
     if json_output:
         renderer = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.format_exc_info)
     else:
+        # Given an `exception` string (and no exc_info) it prints that text under the
+        # line as it is; its own exception formatter, which shows locals, never runs.
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
 
     structlog.configure(
@@ -88,6 +137,8 @@ def configure_logging(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # Tracebacks become text (no locals) here, so the next step redacts them too.
+            structlog.processors.format_exc_info,
             _redact_secrets,
             renderer,
         ],
