@@ -196,3 +196,38 @@ async def test_database_down_is_503_and_nothing_is_lost(tmp_path: Path) -> None:
     assert response.status_code == 503
     assert response.json()["error"] == "unavailable"
     assert "pw" not in response.text
+
+
+async def test_a_stored_delivery_has_the_job_pgqueuer_itself_would_queue(
+    tmp_path: Path, database_url: str, db: Database
+) -> None:
+    """The writer queues event jobs in its own statement; they must be the rows pgqueuer's
+    enqueue writes, so its workers, retries and log treat them alike."""
+    from pgqueuer.queries import Queries
+
+    from project_orchestrator.db.jobs import HANDLE_EVENT, EventJob
+    from project_orchestrator.db.raw import connect
+
+    body, headers = signed(SECRET, "ping", {"zen": "hi"})
+    async with webhook_client(tmp_path, database_url) as client:
+        accepted = await client.post(URL, content=body, headers=headers)
+    assert accepted.status_code == 202
+    conn = await connect(database_url)
+    try:
+        await Queries.from_asyncpg_connection(conn).enqueue(
+            entrypoint=HANDLE_EVENT, payload=EventJob(999, "c" * 32).encode(), priority=0
+        )
+        jobs = await conn.fetch(
+            "SELECT priority, entrypoint, status, attempts, dedupe_key, headers, slot,"
+            " queue_manager_id, execute_after <= now() AS due, payload FROM pgqueuer ORDER BY id"
+        )
+        logged = await conn.fetch("SELECT job_id, status, entrypoint FROM pgqueuer_log ORDER BY id")
+        event_id = await conn.fetchval("SELECT id FROM inbound_events")
+    finally:
+        await conn.close()
+    ours, theirs = (dict(row) for row in jobs)
+    correlation_id = accepted.headers["x-request-id"]
+    assert EventJob.decode(ours.pop("payload")) == EventJob(event_id, correlation_id)
+    theirs.pop("payload")
+    assert ours == theirs
+    assert [(r["status"], r["entrypoint"]) for r in logged] == [("queued", HANDLE_EVENT)] * 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 import structlog
 from pgqueuer.queries import Queries
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,14 +27,7 @@ async def enqueue_event_jobs(session: AsyncSession, jobs: list[EventJob]) -> Non
         return
     connection = await session.connection()
     raw = await connection.get_raw_connection()
-    await enqueue_on_connection(raw.driver_connection, jobs)
-
-
-async def enqueue_on_connection(connection: asyncpg.Connection, jobs: list[EventJob]) -> None:
-    """pgqueuer's batch enqueue on a connection whose transaction the caller owns."""
-    if not jobs:
-        return
-    await Queries.from_asyncpg_connection(connection).enqueue(
+    await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(
         entrypoint=[HANDLE_EVENT] * len(jobs),
         payload=[job.encode() for job in jobs],
         priority=[0] * len(jobs),

@@ -1,8 +1,8 @@
 """Store-then-ack, coalesced: concurrent deliveries commit together in one transaction.
 
 Each request hands its event to the writer and waits. A flusher takes every event waiting
-at that moment, inserts them and queues their jobs in one transaction, commits, and only
-then answers each request. Under load, one commit (one WAL flush) acknowledges dozens of
+at that moment, inserts them and queues their jobs in one statement (one transaction),
+and only then answers each request. Under load, one commit (one WAL flush) acknowledges dozens of
 deliveries; with a single request in flight, it costs what a plain insert would.
 """
 
@@ -16,8 +16,6 @@ from enum import StrEnum
 import asyncpg
 import structlog
 
-from project_orchestrator.db.enqueue import enqueue_on_connection
-from project_orchestrator.db.jobs import EventJob
 from project_orchestrator.db.schema_change import is_stale_schema
 from project_orchestrator.events.models import EventSource
 
@@ -25,15 +23,40 @@ log = structlog.get_logger(__name__)
 
 MAX_BATCH = 256
 
-_INSERT_EVENTS = """
-INSERT INTO inbound_events
-    (source, external_id, event_type, serial_key, headers, payload, correlation_id, client_ip)
-SELECT * FROM unnest(
-    $1::event_source[], $2::text[], $3::text[], $4::text[],
-    $5::jsonb[], $6::json[], $7::text[], $8::text[]
+# The events and their jobs in one statement, so one round trip and one implicit
+# transaction store a batch: a delivery's row and its job commit together or not at all,
+# and a delivery id already stored (ON CONFLICT) gets neither a second row nor a job.
+# The job rows are the ones pgqueuer's own enqueue writes (queue/schema.py freezes those
+# tables): status queued, a `queued` line in its log, and the payload EventJob.decode
+# reads. Its statement-level trigger sends one NOTIFY for the whole batch.
+_STORE_EVENTS_WITH_JOBS = """
+WITH new_events AS (
+    INSERT INTO inbound_events
+        (source, external_id, event_type, serial_key, headers, payload, correlation_id,
+         client_ip)
+    SELECT * FROM unnest(
+        $1::event_source[], $2::text[], $3::text[], $4::text[],
+        $5::jsonb[], $6::json[], $7::text[], $8::text[]
+    )
+    ON CONFLICT (source, external_id) DO NOTHING
+    RETURNING id, source, external_id, correlation_id
+),
+jobs AS (
+    INSERT INTO pgqueuer (priority, entrypoint, payload, headers, status)
+    SELECT 0, 'handle_event',  -- db.jobs.HANDLE_EVENT
+        convert_to(
+            json_build_object('event_id', id, 'correlation_id', correlation_id)::text, 'UTF8'
+        ),
+        'null'::jsonb,  -- as pgqueuer writes "no headers"
+        'queued'
+    FROM new_events
+    RETURNING id, entrypoint, priority
+),
+logged AS (
+    INSERT INTO pgqueuer_log (job_id, status, entrypoint, priority)
+    SELECT id, 'queued', entrypoint, priority FROM jobs
 )
-ON CONFLICT (source, external_id) DO NOTHING
-RETURNING id, source::text, external_id
+SELECT id, source::text, external_id FROM new_events
 """
 
 
@@ -137,9 +160,9 @@ class EventWriter:
                 future.set_exception(exc)
 
     async def _write(self, events: list[NewEvent]) -> list[Stored]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                _INSERT_EVENTS,
+                _STORE_EVENTS_WITH_JOBS,
                 [e.source.value for e in events],
                 [e.external_id for e in events],
                 [e.event_type for e in events],
@@ -149,16 +172,13 @@ class EventWriter:
                 [e.correlation_id for e in events],
                 [e.client_ip for e in events],
             )
-            inserted = {(row["source"], row["external_id"]): row["id"] for row in rows}
-            results: list[Stored] = []
-            jobs: list[EventJob] = []
-            for event in events:
-                # Within one batch, only the first of two identical deliveries is new.
-                event_id = inserted.pop((event.source.value, event.external_id), None)
-                if event_id is None:
-                    results.append(Stored(StoreOutcome.DUPLICATE, None))
-                    continue
+        inserted = {(row["source"], row["external_id"]): row["id"] for row in rows}
+        results: list[Stored] = []
+        for event in events:
+            # Within one batch, only the first of two identical deliveries is new.
+            event_id = inserted.pop((event.source.value, event.external_id), None)
+            if event_id is None:
+                results.append(Stored(StoreOutcome.DUPLICATE, None))
+            else:
                 results.append(Stored(StoreOutcome.ACCEPTED, event_id))
-                jobs.append(EventJob(event_id, event.correlation_id))
-            await enqueue_on_connection(conn, jobs)
         return results

@@ -47,16 +47,49 @@ class RateDecision:
         return headers
 
 
+class LocalWindows:
+    """Fixed windows counted in this process (RATE_LIMIT_STORAGE_URI=memory://).
+
+    The `limits` memory storage expires its counters from a timer thread it starts anew
+    every 10 ms: on the webhook path that thread churn cost more than the counting.
+    Here a window is a dict, dropped whole when the next window starts.
+    """
+
+    def __init__(self, item: RateLimitItem) -> None:
+        self.item = item
+        self.seconds = item.get_expiry()
+        self.window_start = 0.0
+        self.counts: dict[str, int] = {}
+
+    def check(self, route: str, client: str) -> RateDecision:
+        now = time.time()
+        start = now - now % self.seconds
+        if start != self.window_start:
+            self.window_start = start
+            self.counts = {}
+        key = route + "\0" + client
+        count = self.counts.get(key, 0) + 1
+        self.counts[key] = count
+        amount = self.item.amount
+        retry_after = max(1, math.ceil(start + self.seconds - now))
+        return RateDecision(count <= amount, amount, max(0, amount - count), retry_after)
+
+
 @dataclass(frozen=True)
 class WebhookRateLimit:
     limiter: Limiter
     item: RateLimitItem
+    local: LocalWindows | None = None  # set when the counts live in this process
 
     @classmethod
     def from_settings(cls, limiter: Limiter, settings: Settings) -> WebhookRateLimit:
-        return cls(limiter=limiter, item=parse(settings.default_rate_limit))
+        item = parse(settings.default_rate_limit)
+        local = LocalWindows(item) if settings.rate_limit_storage_uri == "memory://" else None
+        return cls(limiter=limiter, item=item, local=local)
 
     def check(self, route: str, client: str) -> RateDecision:
+        if self.local is not None:
+            return self.local.check(route, client)
         strategy = self.limiter.limiter
         try:
             allowed = strategy.hit(self.item, route, client)
