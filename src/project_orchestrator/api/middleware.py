@@ -13,8 +13,10 @@ Two kinds of answer are marked here for every route, the fast path's included:
 
 from __future__ import annotations
 
+import logging
 import re
 import time
+from typing import Any
 
 import structlog
 from starlette.requests import ClientDisconnect
@@ -34,6 +36,28 @@ _QUIET_ROUTES = frozenset({"/health", "/health/db", "/health/ready", "/health/ai
 _RECORDED_ROUTES = frozenset({"/webhooks/github", "/webhooks/telegram"})
 _CONNECTION = b"connection"
 _CLOSE = b"close"
+
+
+_stdlib_log = logging.getLogger("project_orchestrator.http")
+# (method, route template, status) -> the two metrics' children: prometheus_client looks
+# a child up under a lock on every `labels()`. Bounded: methods, templates and statuses
+# are few (unmatched paths share one template), and past the cap nothing more is kept.
+_METRIC_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_MAX_METRIC_CHILDREN = 1000
+
+
+def _http_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
+    key = (method, route, status)
+    children = _METRIC_CHILDREN.get(key)
+    if children is None:
+        labels = (method, route, str(status))
+        children = (
+            http_requests_total.labels(*labels),
+            http_request_duration_seconds.labels(*labels),
+        )
+        if len(_METRIC_CHILDREN) < _MAX_METRIC_CHILDREN:
+            _METRIC_CHILDREN[key] = children
+    return children
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
@@ -122,18 +146,21 @@ class RequestContextMiddleware:
             )
             elapsed = time.perf_counter() - started
             route = route_template(scope)
-            labels = (scope["method"], route, str(status_code))
-            http_requests_total.labels(*labels).inc()
-            http_request_duration_seconds.labels(*labels).observe(elapsed)
+            counted, timed = _http_metrics(scope["method"], route, status_code)
+            counted.inc()
+            timed.observe(elapsed)
             quiet = (route in _QUIET_ROUTES and status_code < 500) or (
                 route in _RECORDED_ROUTES and status_code < 300
             )
-            emit = log.debug if quiet else log.info
-            emit(
-                "http.request",
-                method=scope["method"],
-                route=route,
-                status=status_code,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+            # A quiet line is built only when someone reads debug lines: building one costs
+            # more than storing an accepted delivery's row.
+            if not quiet or _stdlib_log.isEnabledFor(logging.DEBUG):
+                emit = log.debug if quiet else log.info
+                emit(
+                    "http.request",
+                    method=scope["method"],
+                    route=route,
+                    status=status_code,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
             structlog.contextvars.clear_contextvars()
