@@ -37,13 +37,14 @@ class RateDecision:
     remaining: int
     retry_after_seconds: int
 
-    def headers(self) -> dict[str, str]:
-        headers = {
-            "X-RateLimit-Limit": str(self.limit),
-            "X-RateLimit-Remaining": str(self.remaining),
-        }
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The answer's header lines about the limit."""
+        headers = [
+            (b"x-ratelimit-limit", str(self.limit).encode()),
+            (b"x-ratelimit-remaining", str(self.remaining).encode()),
+        ]
         if not self.allowed:
-            headers["Retry-After"] = str(self.retry_after_seconds)
+            headers.append((b"retry-after", str(self.retry_after_seconds).encode()))
         return headers
 
 

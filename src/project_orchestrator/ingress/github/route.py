@@ -25,6 +25,7 @@ from project_orchestrator.events.writer import (
 )
 from project_orchestrator.ingress.bodies import ClientHungUp, hung_up, read_body
 from project_orchestrator.ingress.client_ip import ClientResolver, IpAllowList, forwarded_for
+from project_orchestrator.ingress.exchange import Answer, RequestHeaders
 from project_orchestrator.ingress.github.signature import signature_matches
 from project_orchestrator.ingress.github.vocabulary import (
     event_label,
@@ -42,12 +43,12 @@ MAX_BODY_BYTES = 25 * 1024 * 1024
 SOURCE = "github"
 # Headers worth keeping with the event; the signature is not needed once verified.
 KEPT_HEADERS = (
-    "x-github-event",
-    "x-github-delivery",
-    "x-github-hook-id",
-    "x-github-hook-installation-target-id",
-    "x-github-hook-installation-target-type",
-    "user-agent",
+    b"x-github-event",
+    b"x-github-delivery",
+    b"x-github-hook-id",
+    b"x-github-hook-installation-target-id",
+    b"x-github-hook-installation-target-type",
+    b"user-agent",
 )
 
 
@@ -61,23 +62,17 @@ class GitHubIngress:
     rate_limit: WebhookRateLimit
 
 
-def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
-
-
 def _refuse(
     ingress: GitHubIngress,
-    request: Request,
+    headers: RequestHeaders,
+    client_ip: str | None,
     *,
     status: int,
     reason: str,
     message: str,
     action: AuditAction | None = None,
-) -> Response:
-    event = event_label(request.headers.get("x-github-event"))
-    client_ip = getattr(request.state, "client_ip", None)
+) -> Answer:
+    event = event_label(headers.get(b"x-github-event"))
     metrics.webhook_events_total.labels(SOURCE, event, reason).inc()
     # The reason, never the payload or a signature: both are the caller's input.
     log.warning("webhook.refused", source=SOURCE, reason=reason, status=status, ip=client_ip)
@@ -88,11 +83,11 @@ def _refuse(
             "source": SOURCE,
             "reason": reason,
             "event": event,
-            "delivery": (request.headers.get("x-github-delivery") or "")[:100] or None,
+            "delivery": (headers.get(b"x-github-delivery") or "")[:100] or None,
         },
         ip_address=client_ip,
     )
-    return _json(status, {"error": reason, "message": message})
+    return Answer(status, {"error": reason, "message": message})
 
 
 def _plain_header(value: str) -> bool:
@@ -137,13 +132,14 @@ def build_router(receive: Callable[[Request], Awaitable[Response]]) -> APIRouter
 
 async def receive_delivery(ingress: GitHubIngress, request: Request) -> Response:
     """Every check of CONTRACT.md, in its order; then store and acknowledge."""
+    headers = RequestHeaders(request)
     client = request.client
     client_ip = ingress.resolver.client_ip(client.host if client else None, forwarded_for(request))
-    request.state.client_ip = client_ip
     if ingress.allow_list is not None and not ingress.allow_list.allows(client_ip):
         return _refuse(
             ingress,
-            request,
+            headers,
+            client_ip,
             status=403,
             reason="ip_denied",
             message="This address may not deliver webhooks.",
@@ -151,44 +147,50 @@ async def receive_delivery(ingress: GitHubIngress, request: Request) -> Response
         )
     decision = ingress.rate_limit.check(ROUTE, client_ip or "unknown")
     if not decision.allowed:
-        response = _refuse(
+        refused = _refuse(
             ingress,
-            request,
+            headers,
+            client_ip,
             status=429,
             reason="rate_limited",
             message="Too many deliveries; try again later.",
             action=AuditAction.RATE_LIMIT_EXCEEDED,
         )
-        response.headers.update(decision.headers())
-        return response
-    response = await _handle(ingress, request)
-    response.headers.update(decision.headers())
+        refused.add_headers(decision.headers())
+        return refused
+    response = await _handle(ingress, request, headers, client_ip)
+    if isinstance(response, Answer):
+        response.add_headers(decision.headers())
     return response
 
 
-async def _handle(ingress: GitHubIngress, request: Request) -> Response:
+async def _handle(
+    ingress: GitHubIngress, request: Request, headers: RequestHeaders, client_ip: str | None
+) -> Response:
     try:
         body = await read_body(request, MAX_BODY_BYTES)
     except ClientHungUp:
-        return hung_up(SOURCE, event_label(request.headers.get("x-github-event")))
+        return hung_up(SOURCE, event_label(headers.get(b"x-github-event")))
     if body is None:
         return _refuse(
-            ingress, request, status=413, reason="too_large", message="Body over 25 MiB."
+            ingress, headers, client_ip, status=413, reason="too_large", message="Body over 25 MiB."
         )
-    if not _is_json_content_type(request.headers.get("content-type")):
+    if not _is_json_content_type(headers.get(b"content-type")):
         return _refuse(
             ingress,
-            request,
+            headers,
+            client_ip,
             status=415,
             reason="unsupported_media_type",
             message="Send the webhook with content type application/json.",
         )
-    event_type = request.headers.get("x-github-event")
-    delivery = request.headers.get("x-github-delivery")
+    event_type = headers.get(b"x-github-event")
+    delivery = headers.get(b"x-github-delivery")
     if not event_type or not delivery or len(delivery) > 200 or len(event_type) > 100:
         return _refuse(
             ingress,
-            request,
+            headers,
+            client_ip,
             status=400,
             reason="missing_headers",
             message="X-GitHub-Event and X-GitHub-Delivery are required.",
@@ -196,7 +198,8 @@ async def _handle(ingress: GitHubIngress, request: Request) -> Response:
     if not (_plain_header(delivery) and _plain_header(event_type)):
         return _refuse(
             ingress,
-            request,
+            headers,
+            client_ip,
             status=400,
             reason="bad_headers",
             message="X-GitHub-Event and X-GitHub-Delivery must be printable ASCII.",
@@ -204,15 +207,17 @@ async def _handle(ingress: GitHubIngress, request: Request) -> Response:
     if not ingress.secrets:
         return _refuse(
             ingress,
-            request,
+            headers,
+            client_ip,
             status=503,
             reason="not_configured",
             message="No webhook secret is configured; unsigned deliveries are refused.",
         )
-    if not signature_matches(request.headers.get("x-hub-signature-256"), body, ingress.secrets):
+    if not signature_matches(headers.get(b"x-hub-signature-256"), body, ingress.secrets):
         return _refuse(
             ingress,
-            request,
+            headers,
+            client_ip,
             status=403,
             reason="bad_signature",
             message="X-Hub-Signature-256 is missing or does not match.",
@@ -224,57 +229,61 @@ async def _handle(ingress: GitHubIngress, request: Request) -> Response:
         payload = None
     if not isinstance(payload, dict):
         return _refuse(
-            ingress, request, status=400, reason="bad_json", message="Body is not a JSON object."
+            ingress,
+            headers,
+            client_ip,
+            status=400,
+            reason="bad_json",
+            message="Body is not a JSON object.",
         )
     if too_deep(body, payload):
         return _refuse(
             ingress,
-            request,
+            headers,
+            client_ip,
             status=400,
             reason="too_deep",
             message=f"JSON nested deeper than {MAX_JSON_DEPTH} levels.",
         )
     problem = repository_problem(payload)
     if problem is not None:
-        return _refuse(ingress, request, status=400, reason="bad_repository", message=problem)
-    return await _store(ingress, request, event_type, delivery, body, payload)
-
-
-async def _store(
-    ingress: GitHubIngress,
-    request: Request,
-    event_type: str,
-    delivery: str,
-    body: bytes,
-    payload: dict[str, object],
-) -> Response:
-    headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+        return _refuse(
+            ingress, headers, client_ip, status=400, reason="bad_repository", message=problem
+        )
+    kept = {
+        name.decode(): value for name in KEPT_HEADERS if (value := headers.get(name)) is not None
+    }
     event = NewEvent(
         source=EventSource.GITHUB,
         external_id=delivery,
         event_type=event_type,
         serial_key=serial_key_for(payload),
-        headers_json=orjson.dumps(headers).decode(),
+        headers_json=orjson.dumps(kept).decode(),
         payload_json=body.decode("utf-8"),
-        correlation_id=getattr(request.state, "correlation_id", None),
-        client_ip=getattr(request.state, "client_ip", None),
+        correlation_id=request.scope["state"].get("correlation_id"),
+        client_ip=client_ip,
     )
-    label = event_label(event_type)
+    return await _store(ingress, event)
+
+
+async def _store(ingress: GitHubIngress, event: NewEvent) -> Answer:
+    label = event_label(event.event_type)
+    delivery = event.external_id
     try:
         stored = await ingress.writer.store(event)
     except StoreUnavailable:
         metrics.webhook_events_total.labels(SOURCE, label, "unavailable").inc()
-        return _json(
+        return Answer(
             503,
             {"error": "unavailable", "message": "Could not store the delivery; send it again."},
-            headers={"Retry-After": "5"},
+            [(b"retry-after", b"5")],
         )
     except Exception as exc:
         # A row the database refuses (bad data) is the sender's fault, not an outage.
         metrics.webhook_events_total.labels(SOURCE, label, "refused").inc()
         log.warning("webhook.store_refused", error=type(exc).__name__, delivery=delivery)
-        return _json(400, {"error": "unstorable", "message": "The delivery could not be stored."})
+        return Answer(400, {"error": "unstorable", "message": "The delivery could not be stored."})
     metrics.webhook_events_total.labels(SOURCE, label, stored.outcome.value).inc()
     if stored.outcome is StoreOutcome.DUPLICATE:
-        return _json(200, {"status": "duplicate", "delivery": delivery})
-    return _json(202, {"status": "accepted", "delivery": delivery})
+        return Answer(200, {"status": "duplicate", "delivery": delivery})
+    return Answer(202, {"status": "accepted", "delivery": delivery})

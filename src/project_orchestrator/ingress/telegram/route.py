@@ -11,7 +11,6 @@ import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from slowapi import Limiter
@@ -21,6 +20,7 @@ from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
 from project_orchestrator.config import Settings
 from project_orchestrator.ingress.bodies import ClientHungUp, hung_up, read_body
 from project_orchestrator.ingress.client_ip import ClientResolver, forwarded_for, parse_networks
+from project_orchestrator.ingress.exchange import Answer
 from project_orchestrator.ingress.rate_limit import WebhookRateLimit
 from project_orchestrator.ingress.telegram.updates import (
     SOURCE,
@@ -66,12 +66,6 @@ def build_ingress(
     )
 
 
-def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
-
-
 def _refuse(
     ingress: TelegramIngress,
     request: Request,
@@ -80,7 +74,7 @@ def _refuse(
     reason: str,
     message: str,
     action: AuditAction = AuditAction.UNAUTHORIZED_ACCESS,
-) -> Response:
+) -> Answer:
     client_ip = getattr(request.state, "client_ip", None)
     metrics.webhook_events_total.labels(SOURCE, _NO_KIND, reason).inc()
     # The reason only: the body and the secret header are the caller's input.
@@ -91,7 +85,7 @@ def _refuse(
         details={"source": SOURCE, "reason": reason},
         ip_address=client_ip,
     )
-    return _json(status, {"error": reason, "message": message})
+    return Answer(status, {"error": reason, "message": message})
 
 
 def secret_matches(expected: bytes, provided: str | None) -> bool:
@@ -138,7 +132,7 @@ async def receive(request: Request) -> Response:
     state = getattr(request.app.state, "orchestrator", None)
     ingress: TelegramIngress | None = getattr(state, "telegram_ingress", None)
     if ingress is None:
-        return _json(503, {"error": "starting", "message": "Not ready yet; send it again."})
+        return Answer(503, {"error": "starting", "message": "Not ready yet; send it again."})
     return await receive_update(ingress, request)
 
 
@@ -148,7 +142,7 @@ async def receive_update(ingress: TelegramIngress, request: Request) -> Response
     request.state.client_ip = client_ip
     decision = ingress.rate_limit.check(ROUTE, client_ip or "unknown")
     if not decision.allowed:
-        response = _refuse(
+        refused = _refuse(
             ingress,
             request,
             status=429,
@@ -156,10 +150,11 @@ async def receive_update(ingress: TelegramIngress, request: Request) -> Response
             message="Too many updates; try again later.",
             action=AuditAction.RATE_LIMIT_EXCEEDED,
         )
-        response.headers.update(decision.headers())
-        return response
+        refused.add_headers(decision.headers())
+        return refused
     response = await _handle(ingress, request)
-    response.headers.update(decision.headers())
+    if isinstance(response, Answer):
+        response.add_headers(decision.headers())
     return response
 
 
@@ -212,11 +207,11 @@ async def _handle(ingress: TelegramIngress, request: Request) -> Response:
     update_id = update["update_id"]
     outcome = await store_update(ingress.writer, event)
     if outcome is Intake.UNAVAILABLE:
-        return _json(
+        return Answer(
             503,
             {"error": "unavailable", "message": "Could not store the update; send it again."},
-            headers={"Retry-After": "5"},
+            [(b"retry-after", b"5")],
         )
     if outcome is Intake.REFUSED:
-        return _json(400, {"error": "unstorable", "message": "The update could not be stored."})
-    return _json(200, {"status": outcome.value, "update_id": update_id})
+        return Answer(400, {"error": "unstorable", "message": "The update could not be stored."})
+    return Answer(200, {"status": outcome.value, "update_id": update_id})
