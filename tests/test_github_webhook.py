@@ -231,3 +231,43 @@ async def test_a_stored_delivery_has_the_job_pgqueuer_itself_would_queue(
     theirs.pop("payload")
     assert ours == theirs
     assert [(r["status"], r["entrypoint"]) for r in logged] == [("queued", HANDLE_EVENT)] * 2
+
+
+async def test_a_rate_limit_counted_in_redis_is_shared_by_instances(
+    tmp_path: Path, database_url: str, db: Database
+) -> None:
+    import random
+
+    import redis.asyncio
+
+    uri = "redis://127.0.0.1:6379/0"
+    try:
+        probe = redis.asyncio.from_url(uri, socket_connect_timeout=1)
+        await probe.ping()
+        await probe.aclose()
+    except OSError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    # An address of this run's own: counts of other runs in the same minute stay apart.
+    client_ip = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    shared = {"default_rate_limit": "2/minute", "rate_limit_storage_uri": uri}
+    codes = []
+    for _ in range(2):  # two instances, one after the other, one count
+        async with webhook_client(tmp_path, database_url, client_ip=client_ip, **shared) as c:
+            for _ in range(2):
+                body, headers = signed(SECRET, "ping", {"zen": "hi"})
+                codes.append((await c.post(URL, content=body, headers=headers)).status_code)
+    assert codes == [202, 202, 429, 429]
+
+
+async def test_a_rate_limit_store_that_is_down_lets_deliveries_through(
+    tmp_path: Path, database_url: str, db: Database
+) -> None:
+    down = {"default_rate_limit": "1/minute", "rate_limit_storage_uri": "redis://127.0.0.1:9/0"}
+    async with webhook_client(tmp_path, database_url, **down) as client:
+        codes = []
+        for _ in range(2):
+            body, headers = signed(SECRET, "ping", {"zen": "hi"})
+            codes.append((await client.post(URL, content=body, headers=headers)).status_code)
+    assert codes == [202, 202]

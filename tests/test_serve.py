@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -82,3 +83,75 @@ def test_production_logs_are_json(tmp_path: Path, database_url: str) -> None:
     assert any(r.get("event") == "migrations.at_head" for r in records)
     assert all({"event", "level", "timestamp"} <= set(r) for r in records)
     assert "api-key-for-this-test" not in result.stdout + result.stderr
+
+
+def _alive(process: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_serve_with_two_api_processes_and_the_worker_apart(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Two API processes share the port, the worker runs as its own process, a delivery
+    is stored through either, and SIGTERM stops them all with exit status 0."""
+    import hashlib
+    import hmac
+    import uuid
+
+    import psutil
+
+    port = _free_port()
+    secret = "serve-test-secret-0123456789"
+    env = clean_environment(
+        DATABASE_URL=database_url,
+        PORT=str(port),
+        GITHUB_WEBHOOK_SECRET=secret,
+        WEB_CONCURRENCY="2",
+        TELEGRAM_MODE="off",
+    )
+    process = subprocess.Popen(
+        [*COMMAND, "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).is_success:
+                    break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            time.sleep(0.3)
+        children = psutil.Process(process.pid).children(recursive=True)
+        commands = [" ".join(child.cmdline()) for child in children]
+        assert sum("multiprocessing" in c for c in commands) >= 2, commands
+        assert any(c.endswith("project_orchestrator worker") for c in commands), commands
+        codes = []
+        for _ in range(6):  # new connections: the kernel spreads them over both processes
+            body = json.dumps({"zen": "hi"}).encode()
+            signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            headers = {
+                "Content-Type": "application/json",
+                "X-GitHub-Event": "ping",
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": signature,
+            }
+            url = f"http://127.0.0.1:{port}/webhooks/github"
+            codes.append(httpx.post(url, content=body, headers=headers, timeout=5).status_code)
+        assert codes == [202] * 6
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0
+        assert not [child for child in children if _alive(child)]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

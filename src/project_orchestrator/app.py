@@ -11,7 +11,6 @@ import asyncpg
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from slowapi import Limiter
 from sqlalchemy.exc import DBAPIError
 
 from project_orchestrator import SERVICE_NAME, __version__
@@ -70,15 +69,13 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
         pool = await create_pool(database_url, min_size=0, max_size=4)
         writer = EventWriter(pool)
         writer.start()
-        app.state.orchestrator = AppState(
+        app.state.orchestrator = state = AppState(
             settings=settings,
             db=db,
             audit=audit,
             http=http,
-            github_ingress=_github_ingress(settings, writer, audit, app.state.limiter),
-            telegram_ingress=telegram_route.build_ingress(
-                settings, writer, audit, app.state.limiter
-            ),
+            github_ingress=_github_ingress(settings, writer, audit),
+            telegram_ingress=telegram_route.build_ingress(settings, writer, audit),
             gauge_refreshers=list(GAUGE_REFRESHERS),
             notifier=build_notifier(settings),
             schema_watch=SchemaWatch(resets=[db.engine.dispose, pool.expire_connections]),
@@ -101,6 +98,9 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
                 with contextlib.suppress(Exception):
                     await worker
             await writer.close()
+            for ingress in (state.github_ingress, state.telegram_ingress):
+                if ingress is not None:
+                    await ingress.rate_limit.aclose()
             await pool.close()
             await http.aclose()
             await db.dispose()
@@ -160,9 +160,7 @@ def _start_telegram_polling(
     return TelegramPoller.start(settings, writer).stop
 
 
-def _github_ingress(
-    settings: Settings, writer: EventWriter, audit: AuditLog, limiter: Limiter
-) -> GitHubIngress:
+def _github_ingress(settings: Settings, writer: EventWriter, audit: AuditLog) -> GitHubIngress:
     allow_list = (
         IpAllowList(parse_networks(settings.github_webhook_ips))
         if settings.webhook_ip_filtering_enabled
@@ -178,7 +176,7 @@ def _github_ingress(
         ),
         resolver=ClientResolver(parse_networks(settings.trusted_proxies)),
         allow_list=allow_list,
-        rate_limit=WebhookRateLimit.from_settings(limiter, settings),
+        rate_limit=WebhookRateLimit.from_settings(settings),
     )
 
 

@@ -77,13 +77,28 @@ def serve(
     ] = True,
     host: Annotated[str | None, typer.Option(help="Listen address (default HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default PORT).")] = None,
+    api_processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="API processes sharing the port (default WEB_CONCURRENCY, else 1); "
+            "with more than one, the worker runs as a process of its own.",
+        ),
+    ] = None,
 ) -> None:
     """Run the API (and, unless --no-worker, a worker), migrating the database first."""
     settings = _load_settings()
     _refuse_unstartable(settings)
     from project_orchestrator.runtime import run_server
 
-    run_server(settings, with_worker=worker, host=host, port=port)
+    run_server(
+        settings,
+        with_worker=worker,
+        host=host,
+        port=port,
+        api_processes=api_processes or settings.api_processes,
+    )
 
 
 @app.command()

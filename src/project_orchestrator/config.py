@@ -109,6 +109,9 @@ class Settings(BaseSettings):
 
     audit_log_path: Path = Path("logs/audit.log")
 
+    # API processes `orchestrator serve` runs on its port (the worker then runs apart).
+    api_processes: int = Field(default=1, ge=1, le=64, validation_alias="WEB_CONCURRENCY")
+
     worker_concurrency: int = Field(default=8, ge=1, le=256)
     # A job whose worker sends no heartbeat for this long is taken over by another worker.
     worker_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -155,6 +158,13 @@ class Settings(BaseSettings):
                 # The entry's position, not its text: errors are printed, and whatever
                 # was typed into a setting may be a secret pasted in the wrong place.
                 raise ValueError(f"entry {position} is not an IP network in CIDR form") from None
+        return value
+
+    @field_validator("rate_limit_storage_uri")
+    @classmethod
+    def _known_rate_limit_store(cls, value: str) -> str:
+        if value != "memory://" and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must be memory:// or a redis:// (rediss://) URL")
         return value
 
     @field_validator("database_url")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from project_orchestrator.config import Settings
 from project_orchestrator.db.embedded import EmbeddedPostgres
@@ -39,36 +40,52 @@ def migrate_database(database_url: str) -> None:
     log.info("migrations.at_head")
 
 
-def run_server(
-    settings: Settings, *, with_worker: bool, host: str | None, port: int | None
-) -> None:
+def uvicorn_config(app: Any, host: str, port: int) -> Any:
+    """How every API process serves: our protocol, limits and shutdown."""
     import uvicorn
 
     from project_orchestrator import http_deadlines
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # keep uvicorn's records in our structlog pipeline
+        loop="uvloop",
+        # httptools with header and body read deadlines and a cap on connections.
+        http=http_deadlines.DeadlineHttpToolsProtocol,
+        ws="none",  # no route speaks websocket; an upgrade request is plain HTTP
+        limit_concurrency=http_deadlines.LIMIT_CONCURRENCY,
+        backlog=http_deadlines.BACKLOG,
+        proxy_headers=False,  # TRUSTED_PROXIES decides whom to believe, not uvicorn
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+
+
+def run_server(
+    settings: Settings,
+    *,
+    with_worker: bool,
+    host: str | None,
+    port: int | None,
+    api_processes: int = 1,
+) -> None:
     from project_orchestrator.app import create_app
     from project_orchestrator.server import GracefulServer
 
     with database_url_for_cli(settings) as url:
         migrate_database(url)
         effective = settings.model_copy(update={"database_url": url})
+        host, port = host or settings.host, port or settings.port
+        if api_processes > 1:
+            from project_orchestrator.api_processes import serve_in_processes
+
+            serve_in_processes(effective, host, port, api_processes, with_worker=with_worker)
+            return
         app = create_app(effective, with_worker=with_worker)
-        config = uvicorn.Config(
-            app,
-            host=host or settings.host,
-            port=port or settings.port,
-            log_config=None,  # keep uvicorn's records in our structlog pipeline
-            loop="uvloop",
-            # httptools with header and body read deadlines and a cap on connections.
-            http=http_deadlines.DeadlineHttpToolsProtocol,
-            ws="none",  # no route speaks websocket; an upgrade request is plain HTTP
-            limit_concurrency=http_deadlines.LIMIT_CONCURRENCY,
-            backlog=http_deadlines.BACKLOG,
-            proxy_headers=False,  # TRUSTED_PROXIES decides whom to believe, not uvicorn
-            server_header=False,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        )
-        _settle_garbage_collector()
-        GracefulServer(config).run()
+        settle_garbage_collector()
+        GracefulServer(uvicorn_config(app, host, port)).run()
 
 
 def run_worker_process(settings: Settings) -> None:
@@ -80,7 +97,7 @@ def run_worker_process(settings: Settings) -> None:
         asyncio.run(worker_main(settings, url))
 
 
-def _settle_garbage_collector() -> None:
+def settle_garbage_collector() -> None:
     """Everything loaded at startup lives for the whole process: move it out of the
     collector's sight and collect young objects less often, so full collections (which
     pause every request in flight) stay rare under load."""

@@ -145,7 +145,7 @@ async def receive_delivery(ingress: GitHubIngress, request: Request) -> Response
             message="This address may not deliver webhooks.",
             action=AuditAction.WEBHOOK_IP_DENIED,
         )
-    decision = ingress.rate_limit.check(ROUTE, client_ip or "unknown")
+    decision = await ingress.rate_limit.check(ROUTE, client_ip or "unknown")
     if not decision.allowed:
         refused = _refuse(
             ingress,

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from slowapi import Limiter
 
 from project_orchestrator import metrics
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
@@ -53,16 +52,14 @@ class TelegramIngress:
     rate_limit: WebhookRateLimit
 
 
-def build_ingress(
-    settings: Settings, writer: EventStore, audit: AuditLog, limiter: Limiter
-) -> TelegramIngress:
+def build_ingress(settings: Settings, writer: EventStore, audit: AuditLog) -> TelegramIngress:
     secret = settings.telegram_webhook_secret
     return TelegramIngress(
         writer=writer,
         audit=audit,
         secret=secret.get_secret_value().encode() if secret is not None else None,
         resolver=ClientResolver(parse_networks(settings.trusted_proxies)),
-        rate_limit=WebhookRateLimit.from_settings(limiter, settings),
+        rate_limit=WebhookRateLimit.from_settings(settings),
     )
 
 
@@ -140,7 +137,7 @@ async def receive_update(ingress: TelegramIngress, request: Request) -> Response
     client = request.client
     client_ip = ingress.resolver.client_ip(client.host if client else None, forwarded_for(request))
     request.state.client_ip = client_ip
-    decision = ingress.rate_limit.check(ROUTE, client_ip or "unknown")
+    decision = await ingress.rate_limit.check(ROUTE, client_ip or "unknown")
     if not decision.allowed:
         refused = _refuse(
             ingress,
