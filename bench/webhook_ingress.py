@@ -324,7 +324,7 @@ def run_phase(
     try:
         assert ours.pid is not None
         phase.idle_rss = tree_rss_mb(ours.pid)
-        drive(ours_url, *files, argparse.Namespace(**{**vars(args), "duration": 2}))  # warm-up
+        drive(ours_url, *files, argparse.Namespace(**{**vars(args), "duration": 5}))  # warm-up
         if anchor_url:
             drive(anchor_url, *files, argparse.Namespace(**{**vars(args), "duration": 2}))
         for _ in range(args.rounds):

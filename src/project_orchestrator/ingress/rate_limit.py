@@ -9,6 +9,7 @@ are rare; the webhook path has counters of its own, built for its rate.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -77,12 +78,27 @@ class LocalWindows:
         return RateDecision(count <= amount, amount, max(0, amount - count), retry_after)
 
 
+# How stale an instance's view of the other instances' counts may get.
+SYNC_SECONDS = 0.1
+
+
+@dataclass
+class _SharedCount:
+    known: int = 0  # the shared count at the last sync (ours included)
+    pending: int = 0  # counted here since, not yet added to the shared count
+    synced_at: float = 0.0
+    syncing: bool = False
+
+
 class SharedWindows:
     """Fixed windows counted in Redis, shared by every instance (RATE_LIMIT_STORAGE_URI).
 
-    One round trip per request, awaited rather than blocking the event loop (the `limits`
-    Redis storage makes three, synchronously): INCR on the window's own key and an
-    EXPIRE that lets it go once the window is over.
+    A round trip per request would cost more than storing the delivery, so each instance
+    counts locally and adds its count to Redis at most every SYNC_SECONDS, learning the
+    others' counts in the same round trip (INCRBY returns the sum). A client's first
+    request in a window waits for that sync, so a new instance starts from the shared
+    count; after that a decision is never older than SYNC_SECONDS. Across instances a
+    client can exceed its limit by what the others accepted from it in that time.
     """
 
     def __init__(self, item: RateLimitItem, uri: str) -> None:
@@ -91,25 +107,66 @@ class SharedWindows:
         self.item = item
         self.seconds = item.get_expiry()
         self.client = redis.asyncio.from_url(uri, socket_timeout=1, socket_connect_timeout=1)
+        self.window_start = 0.0
+        self.counts: dict[str, _SharedCount] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failures_logged_at = 0.0
+
+    def _key(self, route: str, client: str) -> str:
+        return f"orchestrator:webhooks:{route}:{client}:{int(self.window_start)}"
 
     async def check(self, route: str, client: str) -> RateDecision:
         now = time.time()
         start = now - now % self.seconds
-        key = f"orchestrator:webhooks:{route}:{client}:{int(start)}"
+        if start != self.window_start:
+            self.window_start = start
+            self.counts = {}
+        local = route + "\0" + client
+        count = self.counts.get(local)
+        if count is None:
+            count = self.counts[local] = _SharedCount(pending=1)
+            await self._sync(self._key(route, client), count)
+        else:
+            count.pending += 1
+            if not count.syncing and now - count.synced_at >= SYNC_SECONDS:
+                task = asyncio.create_task(self._sync(self._key(route, client), count))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        seen = count.known + count.pending
         amount = self.item.amount
+        retry_after = max(1, math.ceil(start + self.seconds - now))
+        return RateDecision(seen <= amount, amount, max(0, amount - seen), retry_after)
+
+    async def _sync(self, key: str, count: _SharedCount) -> None:
+        count.syncing = True
+        adding = count.pending
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.incr(key)
+                pipe.incrby(key, adding)
                 pipe.expire(key, self.seconds + 1)
-                count, _ = await pipe.execute()
+                total, _ = await pipe.execute()
         except Exception as exc:
-            # A rate-limit store that is down must not take webhook intake down with it.
-            log.warning("rate_limit.storage_failed", error=type(exc).__name__)
-            return RateDecision(True, amount, amount, 0)
-        retry_after = max(1, math.ceil(start + self.seconds - now))
-        return RateDecision(int(count) <= amount, amount, max(0, amount - int(count)), retry_after)
+            # A rate-limit store that is down must not take webhook intake down with it:
+            # the count stays local until it is back.
+            now = time.monotonic()
+            if now - self._failures_logged_at >= 10:
+                self._failures_logged_at = now
+                log.warning("rate_limit.storage_failed", error=type(exc).__name__)
+        else:
+            count.pending -= adding
+            count.known = int(total)
+        finally:
+            count.synced_at = time.time()
+            count.syncing = False
 
     async def aclose(self) -> None:
+        """Hand the counts not yet shared over, then close."""
+        for task in list(self._tasks):
+            await task
+        for local, count in list(self.counts.items()):
+            if count.pending:
+                route, client = local.split("\0", 1)
+                await self._sync(self._key(route, client), count)
         await self.client.aclose()
 
 
