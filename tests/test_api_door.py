@@ -22,6 +22,7 @@ from project_orchestrator.db.migrations import upgrade_to_head
 from project_orchestrator.db.raw import asyncpg_dsn
 from tests.conftest import make_settings
 from tests.support import postgres
+from tests.support.asgi import Exchange, Message, header_lines, http_scope
 from tests.support.github_payloads import issue_comment, signed
 from tests.support.records import audit_entries
 from tests.support.webhooks import SECRET
@@ -48,40 +49,13 @@ async def _api(
             yield client, manager.app
 
 
-def _scope(path: str, headers: dict[str, str], method: str = "POST") -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("198.51.100.7", 40000),
-        "server": ("t", 80),
-        "state": {},
-    }
-
-
-async def _call(app: Any, scope: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[int, int]:
+async def _call(app: Any, headers: dict[str, str], messages: list[Message]) -> tuple[int, int]:
     """(status, how many times the body was asked for)"""
-    asked = 0
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal asked
-        asked += 1
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    [status] = [m["status"] for m in sent if m["type"] == "http.response.start"]
-    return status, asked
+    exchange = await Exchange(messages).run(
+        app, http_scope(DECIDE, header_lines(headers), client=("198.51.100.7", 40000))
+    )
+    [status] = exchange.statuses
+    return status, exchange.asked
 
 
 async def test_the_key_is_checked_before_a_byte_of_the_body_is_read(
@@ -90,7 +64,7 @@ async def test_the_key_is_checked_before_a_byte_of_the_body_is_read(
     body = {"type": "http.request", "body": b"x" * 1000, "more_body": True}
     async with _api(tmp_path, database_url) as (_, app):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
-            status, asked = await _call(app, _scope(DECIDE, headers), [body])
+            status, asked = await _call(app, headers, [body])
             assert (status, asked) == (401, 0)
 
 
@@ -103,7 +77,7 @@ async def test_bodies_over_one_mib_are_413_streamed_or_declared(
             DECIDE, content=b"{}", headers={**AUTH, "Content-Length": str(2**20 + 1)}
         )
         streamed = [{"type": "http.request", "body": chunk, "more_body": True}] * 5
-        status, _ = await _call(app, _scope(DECIDE, AUTH), streamed)
+        status, _ = await _call(app, AUTH, streamed)
         exactly = await client.post(
             DECIDE,
             content=b" " * (2**20 - 2) + b"{}",
@@ -135,12 +109,12 @@ async def test_json_nested_too_deep_or_not_json_is_400_before_the_route(
 async def test_a_client_that_hangs_up_mid_body_never_reaches_the_route(
     tmp_path: Path, database_url: str
 ) -> None:
-    parts: list[dict[str, Any]] = [
+    parts: list[Message] = [
         {"type": "http.request", "body": b'{"decided_by": ', "more_body": True},
         {"type": "http.disconnect"},
     ]
     async with _api(tmp_path, database_url) as (_, app):
-        status, _ = await _call(app, _scope(DECIDE, AUTH), parts)
+        status, _ = await _call(app, AUTH, parts)
     assert status == 499
 
 

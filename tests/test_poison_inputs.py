@@ -20,6 +20,7 @@ from project_orchestrator.events.models import EventStatus, InboundEvent
 from project_orchestrator.jsonlimits import MAX_JSON_DEPTH, nesting_depth, too_deep
 from project_orchestrator.logging import configure_logging
 from tests.conftest import make_settings
+from tests.support.asgi import Exchange, Message, header_lines, http_scope
 from tests.support.fake_github import FakeGitHub
 from tests.support.github_payloads import issue_comment, repository, signed, user
 from tests.support.records import audit_entries, event_and_job_counts
@@ -178,42 +179,18 @@ async def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(
     stream = io.StringIO()
     configure_logging(level="INFO", json_output=True, stream=stream)
     body, headers = signed(SECRET, "ping", {"zen": "x" * 10_000})
-    sent: list[dict[str, Any]] = []
     try:
         async with webhook_client(tmp_path, database_url) as client:
             app = client._transport.app  # type: ignore[attr-defined]
-            chunks: list[dict[str, Any]] = [
+            parts: list[Message] = [
                 {"type": "http.request", "body": body[:5000], "more_body": True},
                 {"type": "http.disconnect"},
             ]
-
-            async def receive() -> dict[str, Any]:
-                return chunks.pop(0) if chunks else {"type": "http.disconnect"}
-
-            async def send(message: dict[str, Any]) -> None:
-                sent.append(message)
-
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "POST",
-                "scheme": "http",
-                "path": URL,
-                "raw_path": URL.encode(),
-                "query_string": b"",
-                "root_path": "",
-                "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-                "client": ("127.0.0.1", 40000),
-                "server": ("t", 80),
-                "state": {},
-            }
-            await app(scope, receive, send)
+            exchange = await Exchange(parts).run(app, http_scope(URL, header_lines(headers)))
             metrics = (await client.get("/metrics")).text
     finally:
         configure_logging(level="INFO", json_output=False)
-    statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
-    assert statuses == [499]
+    assert exchange.statuses == [499]
     records = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
     events = [r["event"] for r in records]
     assert "webhook.client_disconnected" in events

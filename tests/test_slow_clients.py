@@ -41,6 +41,7 @@ from project_orchestrator.http_deadlines import (
 )
 from project_orchestrator.runtime import GRACEFUL_SHUTDOWN_SECONDS
 from project_orchestrator.server import GracefulServer
+from tests.support.asgi import Exchange, Message, http_scope
 from tests.support.cli import COMMAND, clean_environment
 from tests.support.logs import RecordingLogger
 
@@ -346,35 +347,12 @@ async def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(
     recorded = RecordingLogger()
     monkeypatch.setattr(middleware, "log", recorded)
     app = _app_with_failing_routes()
-    messages = iter(
-        [
-            {"type": "http.request", "body": b"{", "more_body": True},
-            {"type": "http.disconnect"},
-        ]
-    )
-    sent: list[Any] = []
-
-    async def receive() -> Any:
-        return next(messages)
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/reads-the-stream",
-        "raw_path": b"/reads-the-stream",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"content-length", b"100")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    await app(scope, receive, send)  # no exception: nobody is left to answer
+    parts: list[Message] = [
+        {"type": "http.request", "body": b"{", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    scope = http_scope("/reads-the-stream", [(b"content-length", b"100")])
+    await Exchange(parts).run(app, scope)  # no exception: nobody is left to answer
     [(level, event, fields)] = recorded.records
     assert event == "http.request"
     assert level == "info"
