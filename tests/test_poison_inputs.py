@@ -14,6 +14,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
+from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
 from project_orchestrator.events.cli import list_events, replay
 from project_orchestrator.events.models import EventStatus, InboundEvent
@@ -223,17 +224,20 @@ async def _store_raw(db: Database, repo: str, delivery: str, payload_json: str) 
     return int(event_id)
 
 
-async def test_a_stored_event_nested_too_deep_fails_and_blocks_nothing(
-    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
-) -> None:
-    settings = make_settings(
+def _worker_settings(tmp_path: Path, database_url: str, github: FakeGitHub) -> Settings:
+    return make_settings(
         tmp_path,
         database_url=database_url,
         github_webhook_secret=SECRET,
         github_access_token="ghp-test-token-123456",
         github_api_url=github.base_url,
-        api_key="api-key-0123456789abcdef",
     )
+
+
+async def test_a_stored_event_nested_too_deep_fails_and_blocks_nothing(
+    tmp_path: Path, database_url: str, db: Database, github: FakeGitHub
+) -> None:
+    settings = _worker_settings(tmp_path, database_url, github)
     poison = await _store_raw(db, "acme/widgets", "poison-1", _deep_json(1000).decode())
     after = await _store_raw(
         db, "acme/widgets", "after-1", orjson.dumps(issue_comment("@orchestrator /help")).decode()
@@ -274,13 +278,7 @@ async def test_a_stored_event_nested_too_deep_fails_and_blocks_nothing(
 async def test_a_signed_issues_event_without_an_issue_is_ignored_not_retried(
     tmp_path: Path, database_url: str, db: Database, github: FakeGitHub, caplog: Any
 ) -> None:
-    settings = make_settings(
-        tmp_path,
-        database_url=database_url,
-        github_webhook_secret=SECRET,
-        github_access_token="ghp-test-token-123456",
-        github_api_url=github.base_url,
-    )
+    settings = _worker_settings(tmp_path, database_url, github)
     broken = [
         ("issues", {"action": "opened", "repository": repository(), "sender": user("alice")}),
         ("issue_comment", {**issue_comment("@orchestrator /help"), "issue": {"number": "7"}}),

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from project_orchestrator.db.engine import Database
 from tests.support.cli import COMMAND, clean_environment, run_cli
 
 pytestmark = pytest.mark.slow
@@ -23,6 +24,18 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _first_answer(process: subprocess.Popen[str], port: int, limit: float) -> httpx.Response:
+    """/health/ready's first answer, once the server listens (failing if it exits)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
+        except httpx.TransportError:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            time.sleep(0.3)
+    raise AssertionError("the server never answered")
 
 
 def _postgres_running(pgdata: Path) -> bool:
@@ -47,16 +60,7 @@ def test_serve_with_embedded_database_then_sigterm(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        ready = None
-        while time.monotonic() < deadline:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stdout.read() if process.stdout else ""
-                time.sleep(0.3)
-        assert ready is not None, "the server never answered"
+        ready = _first_answer(process, port, limit=60)
         assert ready.status_code == 200
         assert ready.json()["status"] == "ready"
         assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
@@ -95,7 +99,7 @@ def _alive(process: Any) -> bool:
 
 
 def test_serve_with_two_api_processes_and_the_worker_apart(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, db: Database
 ) -> None:
     """Two API processes share the port, the worker runs as its own process, a delivery
     is stored through either, and SIGTERM stops them all with exit status 0."""
@@ -123,14 +127,8 @@ def test_serve_with_two_api_processes_and_the_worker_apart(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).is_success:
-                    break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            time.sleep(0.3)
+        ready = _first_answer(process, port, limit=90)
+        assert ready.status_code == 200
         children = psutil.Process(process.pid).children(recursive=True)
         commands = [" ".join(child.cmdline()) for child in children]
         assert sum("multiprocessing" in c for c in commands) >= 2, commands
