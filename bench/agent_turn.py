@@ -312,7 +312,7 @@ class Service:
             **{k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}},
             "APP_ENV": "production",
             "DATABASE_URL": self.database_url,
-            "API_KEY": "bench-api-key",
+            "API_KEY": "bench-api-key-0123456789",
             "GITHUB_WEBHOOK_SECRET": SECRET,
             "GITHUB_ACCESS_TOKEN": "ghp-bench-token-000000",
             "GITHUB_API_URL": self.fake_urls["github"],
