@@ -39,6 +39,7 @@ from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import Actor
 from project_orchestrator.vision.render import summarize_vision
 from project_orchestrator.vision.service import latest_vision
+from project_orchestrator.workflow.models import ApprovalGate, WorkflowRun
 from project_orchestrator.workflow.notices import gate_name
 from project_orchestrator.workflow.service import Workflow
 
@@ -132,9 +133,23 @@ class AgentConversation:
         ).scalar_one()
         set_committed_value(project, "ai_tokens_used", total)
 
-    async def context(self, session: AsyncSession, project: Project, summary: str | None) -> str:
+    async def standing(
+        self, session: AsyncSession, project: Project
+    ) -> tuple[WorkflowRun | None, ApprovalGate | None]:
+        """The run in progress and the question it waits on, if any."""
         run = await self.workflow.active_run(session, project.id)
         gate = await self.workflow.pending_gate(session, run.id) if run is not None else None
+        return run, gate
+
+    async def context(
+        self,
+        session: AsyncSession,
+        project: Project,
+        summary: str | None,
+        standing: tuple[WorkflowRun | None, ApprovalGate | None] | None = None,
+    ) -> str:
+        """What the model is told about the project; `standing` when already read."""
+        run, gate = standing if standing is not None else await self.standing(session, project)
         document = await latest_vision(session, project.id)
         return prompts.project_context(
             name=project.name,

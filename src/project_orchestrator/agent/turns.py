@@ -50,6 +50,7 @@ from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.lookup import status_text
 from project_orchestrator.projects.models import Identity, Project
 from project_orchestrator.projects.service import Actor, lock_project
+from project_orchestrator.workflow.models import ApprovalGate, WorkflowRun
 
 log = get_logger(__name__)
 
@@ -164,6 +165,7 @@ class TurnRunner:
         for turn in older:
             turn.status = TurnStatus.SUPERSEDED
         history = await self.agent.history(session, project, newest.message_id)
+        standing = await self.agent.standing(session, project)
         return LoadedTurn(
             turn_id=newest.id,
             project_id=project_id,
@@ -173,8 +175,8 @@ class TurnRunner:
             created_at=newest.created_at,
             attempts=newest.attempts,
             history=history,
-            context=await self.agent.context(session, project, history.summary),
-            picture=await _picture(session, self.agent, project),
+            context=await self.agent.context(session, project, history.summary, standing),
+            picture=_picture_of(project, *standing),
         )
 
     # --- one turn ------------------------------------------------------------------
@@ -358,10 +360,12 @@ class TurnRunner:
 
 
 async def _picture(session: AsyncSession, agent: AgentConversation, project: Project) -> str:
+    return _picture_of(project, *await agent.standing(session, project))
+
+
+def _picture_of(project: Project, run: WorkflowRun | None, gate: ApprovalGate | None) -> str:
     """What a tool acts on: the run in progress, its phase, the question waiting, the
     repository. When it changes during a model call, the model's plan is out of date."""
-    run = await agent.workflow.active_run(session, project.id)
-    gate = await agent.workflow.pending_gate(session, run.id) if run is not None else None
     return "|".join(
         str(part)
         for part in (

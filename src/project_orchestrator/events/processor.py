@@ -28,6 +28,14 @@ MAX_ATTEMPTS = 6
 CATCH_UP_LIMIT = 50
 
 
+# pg_advisory_xact_lock returns nothing; called in the select list it takes the lock for
+# the row's key before the key comes back.
+_KEY_LOCKED = text(
+    "SELECT serial_key FROM inbound_events, pg_advisory_xact_lock(hashtextextended(serial_key, 0))"
+    " WHERE id = :id"
+)
+
+
 class SourceHandler(Protocol):
     async def handle(self, session: AsyncSession, event: InboundEvent) -> EventStatus: ...
 
@@ -43,16 +51,10 @@ class EventProcessor:
 
     async def process(self, event_id: int) -> EventStatus:
         async with self.db.session_scope() as session:
-            key = (
-                await session.execute(
-                    select(InboundEvent.serial_key).where(InboundEvent.id == event_id)
-                )
-            ).scalar_one_or_none()
+            # The key and its lock in one round trip; the lock is the transaction's.
+            key = (await session.execute(_KEY_LOCKED, {"id": event_id})).scalar_one_or_none()
             if key is None:
                 raise EventNotFound(f"event {event_id} does not exist")
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
-            )
             await self._catch_up(session, key, event_id)
             outcome = await self._handle_locked(session, event_id)
         log.info("event.handled", event_id=event_id, outcome=outcome.value)
@@ -88,21 +90,17 @@ class EventProcessor:
                 )
 
     async def _handle_locked(self, session: AsyncSession, event_id: int) -> EventStatus:
-        status = (
-            await session.execute(
-                select(InboundEvent.status).where(InboundEvent.id == event_id).with_for_update()
-            )
-        ).scalar_one()
-        if status in (EventStatus.HANDLED, EventStatus.IGNORED):
-            log.info("event.already_handled", event_id=event_id)
-            return status
         event = (
             await session.execute(
                 select(InboundEvent)
                 .where(InboundEvent.id == event_id)
                 .options(undefer(InboundEvent.payload))
+                .with_for_update()
             )
         ).scalar_one()
+        if event.status in (EventStatus.HANDLED, EventStatus.IGNORED):
+            log.info("event.already_handled", event_id=event_id)
+            return event.status
         handler = self.handlers.get(event.source)
         outcome = EventStatus.IGNORED if handler is None else await handler.handle(session, event)
         event.status = outcome
