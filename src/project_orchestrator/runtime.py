@@ -89,12 +89,15 @@ def run_server(
 
 
 def run_worker_process(settings: Settings) -> None:
-    import asyncio
+    import uvloop
 
     from project_orchestrator.composition.worker import worker_main
 
     with database_url_for_cli(settings) as url:
-        asyncio.run(worker_main(settings, url))
+        # As the API process: uvloop's event loop, and the collector kept off what lives
+        # for the whole process (a turn makes many short-lived ORM objects).
+        settle_garbage_collector()
+        uvloop.run(worker_main(settings, url))
 
 
 def settle_garbage_collector() -> None:
