@@ -112,7 +112,7 @@ class TurnRunner:
             if not await leases.take(session, key, holder, TURN_LEASE):
                 log.debug("agent.turn_lease_held", project_id=str(project_id))
                 return  # its holder answers this turn too
-            loaded = await self._next_or_release(session, project_id, key, holder)
+            loaded = await self._next_or_release(session, project_id, key, holder, just_taken=True)
         while loaded is not None:
             try:
                 loaded = await self._answer(loaded, key, holder)
@@ -135,32 +135,27 @@ class TurnRunner:
         holder: str,
         *,
         newer_than: int | None = None,
+        just_taken: bool = False,
     ) -> LoadedTurn | None:
         """The newest pending turn (newer than `newer_than`, when given), loaded, with the
         lease kept; older pending ones are superseded (its answer covers them). With none
-        due, the lease is given up: released before looking, as `leases.release` explains."""
-        await leases.release(session, key, holder)
-        pending = list(
-            (
-                await session.execute(
-                    select(AgentTurn)
-                    .where(
-                        AgentTurn.project_id == project_id,
-                        AgentTurn.status == TurnStatus.PENDING,
-                    )
-                    .order_by(AgentTurn.id.desc())
-                    .with_for_update()
-                )
-            ).scalars()
-        )
-        if not pending or pending[0].not_before > datetime.now(UTC):
-            return None  # nothing, or waiting for its retry (its job comes back then)
-        if newer_than is not None and pending[0].id <= newer_than:
-            return None
+        due, the lease is given up: released before looking, as `leases.release` explains,
+        except that with the lease `just_taken` in this transaction it looks first (there
+        is usually a turn, and the lease is kept for it) and releases and looks again only
+        when there is none."""
+        pending = await _pending_turns(session, project_id) if just_taken else []
+        kept = _due(pending, newer_than)
+        if not kept:
+            await leases.release(session, key, holder)
+            pending = await _pending_turns(session, project_id)
+            if not _due(pending, newer_than):
+                return None
         project = await session.get(Project, project_id)
         if project is None:
+            await leases.release(session, key, holder)
             return None
-        await leases.take(session, key, holder, TURN_LEASE)
+        if not kept:
+            await leases.take(session, key, holder, TURN_LEASE)
         newest, older = pending[0], pending[1:]
         for turn in older:
             turn.status = TurnStatus.SUPERSEDED
@@ -357,6 +352,29 @@ class TurnRunner:
         if identity is None:  # deleting an identity deletes its turns too
             raise LookupError("the turn's person no longer exists")
         return Actor(identity, loaded.channel)
+
+
+async def _pending_turns(session: AsyncSession, project_id: uuid.UUID) -> list[AgentTurn]:
+    """The project's pending turns, newest first, locked."""
+    return list(
+        (
+            await session.execute(
+                select(AgentTurn)
+                .where(AgentTurn.project_id == project_id, AgentTurn.status == TurnStatus.PENDING)
+                .order_by(AgentTurn.id.desc())
+                .with_for_update()
+                .execution_options(populate_existing=True)  # as locked now
+            )
+        ).scalars()
+    )
+
+
+def _due(pending: list[AgentTurn], newer_than: int | None) -> bool:
+    """Whether the newest pending turn is to be answered now (not waiting for its retry,
+    whose job comes back then; newer than `newer_than` when given)."""
+    if not pending or pending[0].not_before > datetime.now(UTC):
+        return False
+    return newer_than is None or pending[0].id > newer_than
 
 
 async def _picture(session: AsyncSession, agent: AgentConversation, project: Project) -> str:

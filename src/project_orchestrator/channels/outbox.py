@@ -108,7 +108,7 @@ async def first_pending(
     async with db.session_scope() as session:
         if not await leases.take(session, keys.outbox_lease(conversation), holder, ttl):
             return False, None
-        return True, await _next_or_release(session, conversation, holder, ttl)
+        return True, await _next_or_release(session, conversation, holder, ttl, just_taken=True)
 
 
 async def delivered_then_next(
@@ -161,19 +161,8 @@ async def failed_then_next(
         return None
 
 
-async def release_lease(db: Database, conversation: str, holder: str) -> None:
-    async with db.session_scope() as session:
-        await leases.release(session, keys.outbox_lease(conversation), holder)
-
-
-async def _next_or_release(
-    session: AsyncSession, conversation: str, holder: str, ttl: timedelta
-) -> PendingMessage | None:
-    """The oldest pending row, counted as an attempt, with the lease renewed; with none,
-    the lease is given up. Released before looking, as `leases.release` explains."""
-    lease = keys.outbox_lease(conversation)
-    await leases.release(session, lease, holder)
-    row = (
+async def _oldest_pending(session: AsyncSession, conversation: str) -> OutboundMessage | None:
+    return (
         await session.execute(
             select(OutboundMessage)
             .where(
@@ -184,9 +173,34 @@ async def _next_or_release(
             .limit(1)
         )
     ).scalar_one_or_none()
+
+
+async def release_lease(db: Database, conversation: str, holder: str) -> None:
+    async with db.session_scope() as session:
+        await leases.release(session, keys.outbox_lease(conversation), holder)
+
+
+async def _next_or_release(
+    session: AsyncSession,
+    conversation: str,
+    holder: str,
+    ttl: timedelta,
+    *,
+    just_taken: bool = False,
+) -> PendingMessage | None:
+    """The oldest pending row, counted as an attempt, with the lease renewed; with none,
+    the lease is given up. Released before looking, as `leases.release` explains, except
+    that with the lease `just_taken` in this transaction it looks first (there is usually
+    work, and the lease is kept for it) and releases and looks again only when there is
+    none."""
+    lease = keys.outbox_lease(conversation)
+    row = await _oldest_pending(session, conversation) if just_taken else None
     if row is None:
-        return None
-    await leases.take(session, lease, holder, ttl)
+        await leases.release(session, lease, holder)
+        row = await _oldest_pending(session, conversation)
+        if row is None:
+            return None
+        await leases.take(session, lease, holder, ttl)
     row.attempts += 1
     return PendingMessage(
         id=row.id,

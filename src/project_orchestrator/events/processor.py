@@ -96,6 +96,8 @@ class EventProcessor:
                 .where(InboundEvent.id == event_id)
                 .options(undefer(InboundEvent.payload))
                 .with_for_update()
+                # The status as it is now that the row is locked, even if loaded before.
+                .execution_options(populate_existing=True)
             )
         ).scalar_one()
         if event.status in (EventStatus.HANDLED, EventStatus.IGNORED):
