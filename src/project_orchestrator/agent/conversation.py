@@ -12,10 +12,11 @@ stored, so nothing said is ever lost to the model, however long the conversation
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -33,6 +34,7 @@ from project_orchestrator.agent.tools import TOOLS
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.base import Notifier
 from project_orchestrator.db.enqueue import enqueue_turn
+from project_orchestrator.db.types import Channel
 from project_orchestrator.effects import after_commit
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.models import Project
@@ -57,6 +59,10 @@ NOT_CONFIGURED = (
 BUDGET_REACHED = (
     "This project has used all of the AI budget its operators set, so I have to stop "
     "chatting here. Your message is saved; commands like /status and /approve still work."
+)
+_CHARGE = text(
+    "UPDATE projects SET ai_tokens_used = ai_tokens_used + :tokens, updated_at = now()"
+    " WHERE id = :project_id RETURNING ai_tokens_used"
 )
 _CODE_BLOCK = re.compile(r"```.*?(```|$)", re.DOTALL)
 
@@ -99,7 +105,14 @@ class AgentConversation:
         once instead.
         """
         text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
-        message = await self.store(session, project, MessageRole.USER, actor, text, author=True)
+        message = await self.store(
+            session,
+            project.id,
+            MessageRole.USER,
+            actor.channel,
+            text,
+            author_id=actor.identity.id,
+        )
         # Counted once the message is stored for good, not per attempt of the job.
         after_commit(metrics.orchestrator_conversations_total.labels(actor.channel.value).inc)
         if self.gateway is None:
@@ -121,17 +134,19 @@ class AgentConversation:
         return None
 
     async def charge(self, session: AsyncSession, project: Project, usage: TokenUsage) -> None:
+        """Add `usage` to the project's tokens, and show the new total on `project`."""
+        total = await self.charge_by_id(session, project.id, usage)
+        set_committed_value(project, "ai_tokens_used", total)
+
+    async def charge_by_id(
+        self, session: AsyncSession, project_id: uuid.UUID, usage: TokenUsage
+    ) -> int:
+        """Add `usage` to the project's tokens; the new total."""
         # Added in SQL, not in Python: two channels' turns for one project may overlap.
         total = (
-            await session.execute(
-                update(Project)
-                .where(Project.id == project.id)
-                .values(ai_tokens_used=Project.ai_tokens_used + usage.total)
-                .returning(Project.ai_tokens_used)
-                .execution_options(synchronize_session=False)
-            )
+            await session.execute(_CHARGE, {"project_id": project_id, "tokens": usage.total})
         ).scalar_one()
-        set_committed_value(project, "ai_tokens_used", total)
+        return int(total)
 
     async def standing(
         self, session: AsyncSession, project: Project
@@ -227,21 +242,21 @@ class AgentConversation:
     async def store(
         self,
         session: AsyncSession,
-        project: Project,
+        project_id: uuid.UUID,
         role: MessageRole,
-        actor: Actor,
+        channel: Channel,
         content: str,
         *,
-        author: bool = False,
+        author_id: uuid.UUID | None = None,
         blocks: list[dict[str, Any]] | None = None,
         tokens: int = 0,
     ) -> ConversationMessage:
-        """A message on the actor's channel; `author` marks the person's own words."""
+        """A message on `channel`; `author_id` marks the person's own words."""
         message = ConversationMessage(
-            project_id=project.id,
+            project_id=project_id,
             role=role,
-            channel=actor.channel,
-            author_id=actor.identity.id if author else None,
+            channel=channel,
+            author_id=author_id,
             content=content,
             blocks=blocks,
             tokens=tokens,

@@ -190,16 +190,16 @@ class TurnRunner:
         async with self.db.session_scope() as session:
             if not await leases.renew(session, key, holder, TURN_LEASE):
                 raise LeaseLost
-            project = await session.get(Project, loaded.project_id)
             turn = await session.get(AgentTurn, loaded.turn_id, with_for_update=True)
-            if project is not None and turn is not None and turn.status is TurnStatus.PENDING:
-                await self.agent.charge(session, project, uncharged)
-                actor = await self._actor(session, loaded)
+            # Locked and pending, the turn has its project and person: deleting either
+            # deletes the turn, and would wait for this transaction.
+            if turn is not None and turn.status is TurnStatus.PENDING:
+                await self.agent.charge_by_id(session, loaded.project_id, uncharged)
                 await self.agent.store(
                     session,
-                    project,
+                    loaded.project_id,
                     MessageRole.ASSISTANT,
-                    actor,
+                    loaded.channel,
                     answer,
                     blocks=blocks,
                     tokens=used.total,
