@@ -11,9 +11,9 @@ from project_orchestrator.db.engine import Database
 from project_orchestrator.db.enqueue import enqueue_delivery, enqueue_turn
 from project_orchestrator.db.jobs import AGENT_TURN, DELIVER_OUTBOUND, DeliveryJob, TurnJob
 
-JOB_COLUMNS = (
-    "priority, entrypoint, status, attempts, dedupe_key, headers, slot, queue_manager_id,"
-    " execute_after <= now() AS due, payload"
+JOBS = text(
+    "SELECT priority, entrypoint, status, attempts, dedupe_key, headers, slot,"
+    " queue_manager_id, execute_after <= now() AS due, payload FROM pgqueuer ORDER BY id"
 )
 
 
@@ -30,12 +30,7 @@ async def test_turn_and_delivery_jobs_match_pgqueuers_own_enqueue(db: Database) 
             entrypoint=DELIVER_OUTBOUND, payload=DeliveryJob("github:ada/hello#1").encode()
         )
     async with db.session_scope() as session:
-        jobs = [
-            dict(row)
-            for row in (
-                await session.execute(text(f"SELECT {JOB_COLUMNS} FROM pgqueuer ORDER BY id"))
-            ).mappings()
-        ]
+        jobs = [dict(row) for row in (await session.execute(JOBS)).mappings()]
         logged = (
             await session.execute(
                 text("SELECT job_id, status, entrypoint FROM pgqueuer_log ORDER BY id")

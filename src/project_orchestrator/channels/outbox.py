@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -100,6 +100,21 @@ class PendingMessage:
         return self.attempts > 1
 
 
+# One statement: the row is locked while it is updated, and a revision that moved on (newer
+# text arrived while this one was sent) stays pending.
+_DELIVERED = text(
+    """
+    UPDATE outbound_messages SET
+        external_id = COALESCE(NULLIF(:external_id, ''), external_id),
+        last_error = NULL,
+        sent_at = now(),
+        updated_at = now(),
+        status = CASE WHEN revision = :revision THEN 'sent'::outbound_status ELSE status END
+    WHERE id = :id
+    """
+)
+
+
 async def first_pending(
     db: Database, conversation: str, holder: str, ttl: timedelta
 ) -> tuple[bool, PendingMessage | None]:
@@ -124,13 +139,10 @@ async def delivered_then_next(
     Sent, unless newer text for an edited-in-place message arrived meanwhile: that stays
     pending, and knows the id to edit."""
     async with db.session_scope() as session:
-        row = await session.get(OutboundMessage, message.id, with_for_update=True)
-        if row is not None:
-            row.external_id = external_id or row.external_id
-            row.last_error = None
-            row.sent_at = datetime.now(UTC)
-            if row.revision == message.revision:
-                row.status = OutboundStatus.SENT
+        await session.execute(
+            _DELIVERED,
+            {"id": message.id, "external_id": external_id, "revision": message.revision},
+        )
         return await _next_or_release(session, conversation, holder, ttl)
 
 

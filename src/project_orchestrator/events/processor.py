@@ -9,7 +9,6 @@ transaction-scoped advisory lock, so they never run concurrently on any worker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy import select, text, update
@@ -33,6 +32,13 @@ CATCH_UP_LIMIT = 50
 _KEY_LOCKED = text(
     "SELECT serial_key FROM inbound_events, pg_advisory_xact_lock(hashtextextended(serial_key, 0))"
     " WHERE id = :id"
+)
+
+
+# The outcome, as one prebuilt statement rather than a flush of the loaded row.
+_DONE = text(
+    "UPDATE inbound_events SET status = CAST(:status AS event_status), handled_at = now(),"
+    " attempts = attempts + 1, last_error = NULL WHERE id = :id"
 )
 
 
@@ -105,11 +111,7 @@ class EventProcessor:
             return event.status
         handler = self.handlers.get(event.source)
         outcome = EventStatus.IGNORED if handler is None else await handler.handle(session, event)
-        event.status = outcome
-        event.handled_at = datetime.now(UTC)
-        event.attempts += 1
-        event.last_error = None
-        await session.flush()
+        await session.execute(_DONE, {"id": event_id, "status": outcome.value})
         return outcome
 
     async def record_failure(self, event_id: int, error: BaseException) -> bool:
