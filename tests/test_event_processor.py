@@ -98,6 +98,27 @@ async def test_failures_are_counted_until_the_event_is_marked_failed(db: Databas
         assert event.last_error == f"RuntimeError: boom {MAX_ATTEMPTS - 1}"
 
 
+async def test_a_recorded_failure_carries_no_secret(db: Database) -> None:
+    """The error text is shown by the events API and CLI, so it is stored redacted."""
+    from project_orchestrator.logging import set_known_secrets
+
+    secret = "ghp_" + "s3cr3t" * 6
+    set_known_secrets([secret])
+    try:
+        processor = EventProcessor(db, {})
+        event_id = await _event(db, "github:acme/one", "d1")
+        error = RuntimeError(f"GET https://x-access-token:{secret}@github.example/ failed")
+        await processor.record_failure(event_id, error)
+    finally:
+        set_known_secrets(())
+    async with db.session_scope() as session:
+        event = await session.get(InboundEvent, event_id)
+    assert event is not None
+    assert event.last_error is not None
+    assert secret not in event.last_error
+    assert event.last_error.startswith("RuntimeError: GET https://x-access-token:")
+
+
 @dataclass
 class OrderRecorder:
     seen: list[int] = field(default_factory=list)

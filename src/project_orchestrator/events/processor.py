@@ -17,7 +17,7 @@ from sqlalchemy.orm import undefer
 
 from project_orchestrator.db.engine import Database
 from project_orchestrator.events.models import EventSource, EventStatus, InboundEvent
-from project_orchestrator.logging import get_logger
+from project_orchestrator.logging import get_logger, redact_text
 
 log = get_logger(__name__)
 
@@ -116,7 +116,8 @@ class EventProcessor:
 
     async def record_failure(self, event_id: int, error: BaseException) -> bool:
         """Count a failed attempt; True when the event has now run out of attempts."""
-        message = f"{type(error).__name__}: {error}"[:2000]
+        # Shown by the events API and CLI: no configured secret, no credential in it.
+        message = redact_text(f"{type(error).__name__}: {error}")[:2000]
         # One statement that never reads the payload: the payload may be why it failed.
         async with self.db.session_scope() as session:
             attempts = (
