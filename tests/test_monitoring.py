@@ -67,6 +67,9 @@ REQUIRED_ALERTS = {
     "OrchestratorQueueBacklog": "job_queue_depth",
     "OrchestratorScarCommandsSlow": "scar_command_duration_seconds_bucket",
     "OrchestratorAIDegraded": "ai_degraded",
+    "OrchestratorRunsStuck": "workflow_runs_stuck",
+    "OrchestratorPhasesFailing": "workflow_phase_duration_seconds_count",
+    "OrchestratorDecisionsSlow": "approval_gate_wait_seconds_bucket",
 }
 # The unit tests must prove at least these fire (and a quiet input fires nothing).
 MUST_FIRE_IN_UNIT_TESTS = (
@@ -80,6 +83,7 @@ RUNBOOK_SECTIONS = (
     "AI not configured or unreachable",
     "Job queue and workers",
     "Webhooks",
+    "Workflow health",
 )
 
 _PROMQL_WORDS = {
@@ -521,6 +525,9 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         "orchestrator_active_projects",
         "scar_command_duration_seconds_bucket",
         "ai_tokens_total",
+        "workflow_phase_duration_seconds_bucket",
+        "approval_gate_wait_seconds_bucket",
+        "workflow_runs_stuck",
     ):
         assert metric in exprs, metric
     for quantile, metric, by in (

@@ -36,7 +36,7 @@ from project_orchestrator.ingress.github.route import GitHubIngress
 from project_orchestrator.ingress.rate_limit import WebhookRateLimit, build_limiter
 from project_orchestrator.ingress.telegram import route as telegram_route
 from project_orchestrator.logging import get_logger, set_known_secrets
-from project_orchestrator.metrics_gauges import GAUGE_REFRESHERS
+from project_orchestrator.metrics_gauges import gauge_refreshers
 
 log = get_logger(__name__)
 
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
             http=http,
             github_ingress=_github_ingress(settings, writer, audit),
             telegram_ingress=telegram_route.build_ingress(settings, writer, audit),
-            gauge_refreshers=list(GAUGE_REFRESHERS),
+            gauge_refreshers=gauge_refreshers(stuck_after_seconds=settings.run_stuck_after_seconds),
             notifier=build_notifier(settings),
             schema_watch=SchemaWatch(resets=[db.engine.dispose, pool.expire_connections]),
         )

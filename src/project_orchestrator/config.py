@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     # The first of those retries waits this long; each next one waits twice as long.
     scar_ai_retry_backoff_seconds: float = Field(default=10.0, ge=0, le=600)
 
+    # A running run (not waiting for a person, not on hold) that changed nothing for this
+    # long counts in workflow_runs_stuck. Keep it above SCAR_TIMEOUT_SECONDS: a command
+    # still inside its time is working, not stuck.
+    run_stuck_after_seconds: float = Field(default=3600.0, gt=0)
+
     # Where a repository is created for a project that has none (a user or organisation).
     github_repo_owner: str | None = None
     github_repo_private: bool = True

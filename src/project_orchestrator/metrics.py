@@ -74,6 +74,26 @@ ai_tokens_total = Counter(
 )
 
 
+workflow_phase_duration_seconds = Histogram(
+    "workflow_phase_duration_seconds",
+    "Wall time of a phase attempt, from its start to its end, by phase and outcome "
+    "(succeeded, failed, cancelled).",
+    ["phase", "outcome"],
+    buckets=(1, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600, 86400),
+)
+approval_gate_wait_seconds = Histogram(
+    "approval_gate_wait_seconds",
+    "Time a gate waited from being opened to a person's decision (approve or reject).",
+    ["kind"],
+    buckets=(10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400),
+)
+workflow_runs_stuck = Gauge(
+    "workflow_runs_stuck",
+    "Running runs (not waiting for a person, not on hold) with no progress for "
+    "RUN_STUCK_AFTER_SECONDS (read from the database at scrape time).",
+)
+
+
 ai_degraded = Gauge(
     "ai_degraded",
     "1 while the AI is unreachable, failing for the workers, or not configured (set at scrape).",

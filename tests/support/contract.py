@@ -14,4 +14,7 @@ METRIC_NAMES = (
     "jobs_total",
     "job_queue_depth",
     "ai_tokens_total",
+    "workflow_phase_duration_seconds",
+    "approval_gate_wait_seconds",
+    "workflow_runs_stuck",
 )

@@ -27,6 +27,7 @@ from project_orchestrator.vision.render import NOT_DECIDED, SECTION_WHAT
 from project_orchestrator.vision.render import sections as vision_sections
 from project_orchestrator.workflow import machine
 from project_orchestrator.workflow.base import NOTHING_RUNNING, NotAllowed, WorkflowBase
+from project_orchestrator.workflow.measures import end_phase, gate_decided
 from project_orchestrator.workflow.models import (
     ApprovalGate,
     GateKind,
@@ -246,6 +247,7 @@ class Workflow(WorkflowBase):
         gate.status = GateStatus.APPROVED if approve else GateStatus.REJECTED
         gate.decided_by_id = actor.identity.id
         gate.decided_at = _now()
+        gate_decided(gate, gate.decided_at)
         gate.decided_via = actor.channel
         gate.feedback = (feedback or "").strip()[:4000] or None
         await session.flush()
@@ -292,8 +294,7 @@ class Workflow(WorkflowBase):
         elif gate.phase_id is not None:
             gated = await session.get(WorkflowPhase, gate.phase_id)
             if gated is not None and gated.phase is Phase.VISION:
-                gated.status = PhaseStatus.SUCCEEDED
-                gated.finished_at = _now()
+                end_phase(gated, PhaseStatus.SUCCEEDED)
         if gate.kind is GateKind.MERGE:
             # The merge phase already exists; approval lets its command run.
             merge = await self.latest_attempt(session, run.id, Phase.MERGE)
@@ -330,9 +331,8 @@ class Workflow(WorkflowBase):
     async def phase_succeeded(
         self, session: AsyncSession, run: WorkflowRun, attempt: WorkflowPhase, output: str
     ) -> None:
-        attempt.status = PhaseStatus.SUCCEEDED
+        end_phase(attempt, PhaseStatus.SUCCEEDED)
         attempt.output = output
-        attempt.finished_at = _now()
         await session.flush()
         if run.status is RunStatus.RUNNING:
             await self._advance(session, run, attempt)
@@ -340,9 +340,8 @@ class Workflow(WorkflowBase):
     async def phase_failed(
         self, session: AsyncSession, run: WorkflowRun, attempt: WorkflowPhase, error: str
     ) -> None:
-        attempt.status = PhaseStatus.FAILED
+        end_phase(attempt, PhaseStatus.FAILED)
         attempt.error = error[:4000]
-        attempt.finished_at = _now()
         await session.flush()
         if run.status is RunStatus.RUNNING:
             await self._open_error_gate(session, run, attempt)
@@ -484,8 +483,7 @@ class Workflow(WorkflowBase):
             )
         )
         for attempt in unfinished.scalars():
-            attempt.status = PhaseStatus.CANCELLED
-            attempt.finished_at = _now()
+            end_phase(attempt, PhaseStatus.CANCELLED)
         await session.flush()
         self._audit_run(AuditAction.WORKFLOW_CANCELLED, actor, run)
         return run
