@@ -21,6 +21,7 @@ from project_orchestrator.api.middleware import RequestContextMiddleware
 from project_orchestrator.api.state import AppState
 from project_orchestrator.api.v1 import events as v1_events
 from project_orchestrator.api.v1 import projects as v1_projects
+from project_orchestrator.api.v1 import reports as v1_reports
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.composition import build_notifier
 from project_orchestrator.config import Settings, get_settings
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
     app.include_router(health.router)
     app.include_router(v1_events.router)
     app.include_router(v1_projects.router)
+    app.include_router(v1_reports.router)
     github_router = github_route.build_router(_receive_github)
     app.include_router(github_router)
     app.add_fast_path("POST", github_router.routes[0], _receive_github)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Annotated, Any
@@ -131,6 +132,37 @@ def worker() -> None:
     from project_orchestrator.runtime import run_worker_process
 
     run_worker_process(settings)
+
+
+@app.command()
+def report(
+    since: Annotated[
+        str, typer.Option(help="How far back: a number and a unit (m, h, d, w), such as 7d.")
+    ] = "7d",
+    output_format: Annotated[
+        str, typer.Option("--format", help="markdown (to paste into a chat) or json.")
+    ] = "markdown",
+) -> None:
+    """What the builds of a period came to: runs, time to merge, decisions, failures."""
+    from project_orchestrator.workflow.report import parse_period, render_markdown, report_from
+
+    if output_format not in ("markdown", "json"):
+        typer.echo(f"--format must be markdown or json, not {output_format!r}.", err=True)
+        raise typer.Exit(2)
+    try:
+        period = parse_period(since)
+    except ValueError as exc:
+        typer.echo(f"--since: {exc}.", err=True)
+        raise typer.Exit(2) from None
+    settings = _load_settings()
+    from project_orchestrator.runtime import database_url_for_cli
+
+    with database_url_for_cli(settings) as url:
+        summary = asyncio.run(report_from(url, period))
+    if output_format == "json":
+        typer.echo(json.dumps(summary.as_json(), indent=2))
+    else:
+        typer.echo(render_markdown(summary), nl=False)
 
 
 @events_app.command("list")
