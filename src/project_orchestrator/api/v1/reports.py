@@ -8,12 +8,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.api.auth import db_session, require_api_key
 from project_orchestrator.api.schemas import error_responses
-from project_orchestrator.workflow.report import parse_period, render_markdown, summarise
+from project_orchestrator.workflow.report import (
+    Summary,
+    parse_period,
+    render_markdown,
+    summarise,
+)
 
 router = APIRouter(
     prefix="/api/v1/reports", tags=["reports"], dependencies=[Depends(require_api_key)]
@@ -21,31 +25,9 @@ router = APIRouter(
 Session = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
-class GateWaitBody(BaseModel):
-    kind: str
-    decisions: int
-    median_seconds: float
-
-
-class SummaryBody(BaseModel):
-    since: datetime
-    until: datetime
-    projects_total: int
-    projects_new: int
-    runs_started: int
-    runs_completed: int
-    runs_cancelled: int
-    runs_failed: int
-    median_idea_to_merge_seconds: float | None
-    fix_attempts: int
-    ai_tokens: int
-    gate_waits: list[GateWaitBody]
-    failures_by_phase: dict[str, int]
-
-
 @router.get(
     "/summary",
-    response_model=SummaryBody,
+    response_model=Summary,
     responses={
         **error_responses(),
         200: {"content": {"text/markdown": {"schema": {"type": "string"}}}},
@@ -76,4 +58,4 @@ async def summary(
     report = await summarise(session, since=until - period, until=until)
     if output_format == "markdown":
         return PlainTextResponse(render_markdown(report), media_type="text/markdown")
-    return report.as_json()
+    return report
