@@ -376,6 +376,21 @@ async def test_production_with_missing_secrets_fails_config(
     assert_no_secrets(render(results))
 
 
+async def test_a_stuck_threshold_within_scars_time_warns(
+    tmp_path: Path, fakes: Fakes, database_url: str
+) -> None:
+    settings = all_good(
+        tmp_path, fakes, database_url, scar_timeout_seconds=3600, run_stuck_after_seconds=1800
+    )
+    config = by_name(await run_checks(settings))["config"]
+    assert config.status is CheckStatus.WARN
+    assert "RUN_STUCK_AFTER_SECONDS (1800) is not above SCAR_TIMEOUT_SECONDS (3600)" in (
+        config.message
+    )
+    assert config.hint is not None
+    assert "above SCAR_TIMEOUT_SECONDS" in config.hint
+
+
 async def test_production_with_short_secrets_fails_config(
     tmp_path: Path, fakes: Fakes, database_url: str
 ) -> None:

@@ -96,6 +96,14 @@ def check_config(settings: Settings) -> CheckResult:
                 "production; TELEGRAM_ALLOWED_USER_IDS is empty, so nobody may use the bot",
                 "set TELEGRAM_ALLOWED_USER_IDS to the Telegram user ids allowed to talk to it",
             )
+    if settings.run_stuck_after_seconds <= settings.scar_timeout_seconds:
+        return warn(
+            name,
+            f"RUN_STUCK_AFTER_SECONDS ({settings.run_stuck_after_seconds:g}) is not above "
+            f"SCAR_TIMEOUT_SECONDS ({settings.scar_timeout_seconds:g}): a build whose SCAR "
+            "command is still within its time would count as stuck",
+            "set RUN_STUCK_AFTER_SECONDS above SCAR_TIMEOUT_SECONDS (defaults 3600 and 1800)",
+        )
     off = _integrations_off(settings)
     if not off:
         return ok(name, f"{settings.app_env}; API, AI, Telegram and GitHub configured")
