@@ -59,6 +59,17 @@ class Database:
         await self.engine.dispose()
 
 
+@asynccontextmanager
+async def one_connection_database(url: str) -> AsyncIterator[Database]:
+    """A database of one connection for a command that runs once (`orchestrator events
+    list`, `report`), disposed when the command is done."""
+    db = create_database(url, pool_size=1, max_overflow=0)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
 def worker_pool_size(concurrency: int) -> int:
     """Connections a worker needs: one per job running (no job holds two, and none holds
     one while it waits on a model, SCAR or a channel), and a little room for probes."""

@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.db.engine import create_database
+from project_orchestrator.db.engine import one_connection_database
 
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PERIOD = re.compile(r"(\d{1,5})([mhdw])")
@@ -138,8 +138,8 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _seconds(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def human_duration(seconds: float | None) -> str:
@@ -155,12 +155,8 @@ def human_duration(seconds: float | None) -> str:
     return " ".join(parts[:2]) or "0 seconds"
 
 
-_GATE_NAMES = {
-    "vision": "vision",
-    "plan": "plan",
-    "merge": "merge",
-    "error_resolution": "after a problem",
-}
+# How a gate kind reads in the report where its own name would not.
+_GATE_NAMES = {"error_resolution": "after a problem"}
 
 
 def render_markdown(summary: Summary) -> str:
@@ -201,10 +197,6 @@ def render_markdown(summary: Summary) -> str:
 
 async def report_from(database_url: str, period: timedelta) -> Summary:
     """`orchestrator report`: the summary of the last `period`, from a database URL."""
-    db = create_database(database_url, pool_size=1, max_overflow=0)
-    try:
-        async with db.sessionmaker() as session:
-            until = datetime.now(UTC)
-            return await summarise(session, since=until - period, until=until)
-    finally:
-        await db.dispose()
+    async with one_connection_database(database_url) as db, db.sessionmaker() as session:
+        until = datetime.now(UTC)
+        return await summarise(session, since=until - period, until=until)
