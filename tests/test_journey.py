@@ -45,7 +45,7 @@ async def test_from_an_idea_to_a_merged_pull_request(journey: Journey) -> None:
     await journey.comment("@orchestrator /approve")  # the plan
     run = await journey.run()
     assert run.current_phase is Phase.MERGE
-    assert run.pr_url == f"https://github.com/{REPO}/pull/1"
+    assert run.pr_url == f"https://github.com/{REPO}/pull/8"  # after issue 7, as on GitHub
     assert run.branch is not None
     assert any("Shall I merge it?" in c for c in journey.bot_comments())
 
@@ -59,10 +59,10 @@ async def test_from_an_idea_to_a_merged_pull_request(journey: Journey) -> None:
         "validate",
         "merge-pr",
     ]
-    assert journey.scar_commands()[-1] == "/command-invoke merge-pr 1"
+    assert journey.scar_commands()[-1] == "/command-invoke merge-pr 8"
     assert "Done!" in journey.last_reply()
     board = journey.board()
-    assert board.count("- [x]") == 6
+    assert board.count("- [x]") == 7
     actions = journey.audit_actions()
     assert actions.count("approval_granted") == 3
     assert actions.count("scar_command_executed") == 5

@@ -185,10 +185,20 @@ async def run_with_scar(
                 answered.add(request["id"])
                 command = command_name(request)
                 asked.append(command)
+                scar_acts_on_github(journey, command)
                 for body in pending_first.pop(command, None) or answers[command]:
                     await scar_says(journey, body, login=login)
             await asyncio.sleep(0.02)
     return asked
+
+
+def scar_acts_on_github(journey: Journey, command: str) -> None:
+    """What SCAR does on GitHub before it answers: its build opens pull request 5 from
+    `feature/x` (BUILT says so), `merge-pr` merges it."""
+    if command == "execute-github" and 5 not in journey.github.repos[REPO.lower()].issues:
+        journey.github.add_issue(REPO, 5, "Meal planner", pull_request=True, head_ref="feature/x")
+    elif command == "merge-pr":
+        journey.github.merge_pull(REPO, 5)
 
 
 async def brainstorm_to_vision_gate(journey: Journey) -> None:
@@ -240,7 +250,7 @@ async def test_from_an_idea_to_a_merged_pull_request_with_scar_on_github(
     run = await journey.run()
     assert run.status is RunStatus.COMPLETED
     assert "Done!" in journey.last_reply()
-    assert journey.board().count("- [x]") == 6
+    assert journey.board().count("- [x]") == 7
 
     # Every command was posted once, on the project's issue, in the workflow's order.
     invocations = [invocation(c) for c in scar_requests(journey)]

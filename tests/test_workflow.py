@@ -33,6 +33,7 @@ from project_orchestrator.workflow.models import (
     WorkflowPhase,
     WorkflowRun,
 )
+from project_orchestrator.workflow.readiness import MergeReadiness
 from project_orchestrator.workflow.service import Workflow
 
 
@@ -127,6 +128,7 @@ class World:
         self.run.pr_number = 3
         await self.succeed(Phase.EXECUTE)
         await self.succeed(Phase.VALIDATE, "All checks passed ✅")
+        await self.succeed(Phase.CHECKS, "GitHub says pull request #3 can merge")
 
 
 @pytest.fixture
@@ -360,8 +362,9 @@ async def test_a_new_pull_request_head_voids_the_merge_gate_and_validates_again(
     await world.to_merge_gate()
     gate = await world.gate()
     assert gate is not None
-    assert await world.workflow.pull_request_moved(world.session, world.project, 99, "b" * 40) == []
-    voided = await world.workflow.pull_request_moved(world.session, world.project, 3, "c" * 40)
+    readiness = MergeReadiness(world.workflow)
+    assert await readiness.pull_request_moved(world.session, world.project, 99, "b" * 40) == []
+    voided = await readiness.pull_request_moved(world.session, world.project, 3, "c" * 40)
     assert [g.id for g in voided] == [gate.id]
     assert gate.status is GateStatus.VOIDED
     assert world.run.pr_head_sha == "c" * 40
@@ -369,6 +372,9 @@ async def test_a_new_pull_request_head_voids_the_merge_gate_and_validates_again(
     assert validate.attempt == 2
     assert validate.status is PhaseStatus.PENDING
     await world.succeed(Phase.VALIDATE, "All checks passed ✅")
+    assert await world.gate() is None  # GitHub is asked about the new head first
+    world.run.pr_head_sha = "c" * 40  # what the checks phase read
+    await world.succeed(Phase.CHECKS, "GitHub says pull request #3 can merge")
     new_gate = await world.gate()
     assert new_gate is not None
     assert new_gate.artifact_version == "sha:" + "c" * 40

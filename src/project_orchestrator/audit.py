@@ -31,6 +31,7 @@ class AuditAction(StrEnum):
     WORKFLOW_HELD = "workflow_held"
     WORKFLOW_RESUMED = "workflow_resumed"
     WORKFLOW_CANCELLED = "workflow_cancelled"
+    WORKFLOW_COMPLETED = "workflow_completed"
     VISION_GENERATED = "vision_generated"
     APPROVAL_REQUESTED = "approval_requested"
     APPROVAL_GRANTED = "approval_granted"

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     # long counts in workflow_runs_stuck. Keep it above SCAR_TIMEOUT_SECONDS: a command
     # still inside its time is working, not stuck.
     run_stuck_after_seconds: float = Field(default=3600.0, gt=0)
+    # Red checks on the pull request send SCAR to fix them this many times by itself;
+    # the next red reading asks the person (an error-resolution gate).
+    run_max_fix_attempts: int = Field(default=3, ge=0, le=20)
+    # Waiting for checks: webhooks (check_suite, check_run, status) wake the run at once;
+    # GitHub is asked again this often in case a webhook never comes.
+    run_checks_poll_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     # Where a repository is created for a project that has none (a user or organisation).
     github_repo_owner: str | None = None

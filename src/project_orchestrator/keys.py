@@ -82,6 +82,11 @@ def step_dedupe(phase_id: str) -> str:
     return f"step:{phase_id}"
 
 
+def checks_poll(phase_id: str, number: int) -> str:
+    """The next of a checks phase's polls: one chain of them, each queued once."""
+    return f"checks-poll:{phase_id}:{number}"
+
+
 def github_comment(full_name: str, number: int, comment_id: object) -> str:
     """The replies to one GitHub comment start with this."""
     return f"github:{full_name.lower()}#{number}:comment:{comment_id}"
@@ -119,6 +124,14 @@ def run_progress(run_id: uuid.UUID) -> str:
 
 def run_completed(run_id: uuid.UUID) -> str:
     return f"run:{run_id}:completed"
+
+
+def run_ended_on_github(run_id: uuid.UUID) -> str:
+    return f"run:{run_id}:ended-on-github"
+
+
+def merge_held_back(merge_attempt_id: uuid.UUID) -> str:
+    return f"merge:{merge_attempt_id}:held-back"
 
 
 def gate_question(gate_id: uuid.UUID) -> str:

@@ -20,7 +20,8 @@ Faults:
 - `fail_next(n, status=502)`: the next n requests get a server error.
 
 Repository creation and file contents (orgs, `POST /user/repos`, the contents API) live in
-`tests.support.fake_github_repos`, mixed in here.
+`tests.support.fake_github_repos`, pull requests with their mergeability and checks in
+`tests.support.fake_github_pulls`; both are mixed in here.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from tests.support.fake_github_pulls import PullRequestsMixin
 from tests.support.fake_github_repos import RepoHostingMixin
 
 RATE_LIMIT = 5000
@@ -75,6 +77,12 @@ class IssueState:
     head_ref: str = "feature"
     base_ref: str = "main"
     merged: bool = False
+    draft: bool = False
+    conflicts: bool = False
+    review_required: bool = False
+    behind: bool = False
+    # False until the first read after the head moved (GitHub answers null meanwhile).
+    mergeable_known: bool = False
     created_at: datetime = field(default_factory=_utcnow)
 
 
@@ -108,7 +116,7 @@ class RepoState:
         return f"{self.owner}/{self.name}"
 
 
-class FakeGitHub(RepoHostingMixin):
+class FakeGitHub(PullRequestsMixin, RepoHostingMixin):
     """GitHub REST state plus a Starlette app serving it (see the module docstring)."""
 
     # Where the fixture serves it, for GITHUB_API_URL (set once the server is up).
@@ -139,6 +147,7 @@ class FakeGitHub(RepoHostingMixin):
         self._fail_status = 502
         self._served = 0
         self._init_hosting()
+        self._init_pulls()
         self._router = Starlette(
             routes=self._routes(),
             exception_handlers={HTTPException: self._http_error},
@@ -210,14 +219,27 @@ class FakeGitHub(RepoHostingMixin):
         head_ref: str | None = None,
         state: str | None = None,
         merged: bool | None = None,
+        draft: bool | None = None,
+        conflicts: bool | None = None,
+        review_required: bool | None = None,
+        behind: bool | None = None,
     ) -> None:
-        """Change a pull request's head, state or merged flag (e.g. a new push)."""
+        """Change a pull request's head, state, merged flag or what blocks its merge."""
         with self._lock:
             issue = self._issue_or_none(full_name, number)
             if issue is None:
                 raise KeyError(f"{full_name}#{number}")
+            for name, value in (
+                ("draft", draft),
+                ("conflicts", conflicts),
+                ("review_required", review_required),
+                ("behind", behind),
+            ):
+                if value is not None:
+                    setattr(issue, name, value)
             if head_sha is not None:
                 issue.head_sha = head_sha
+                issue.mergeable_known = False
             if head_ref is not None:
                 issue.head_ref = head_ref
             if state is not None:
@@ -472,22 +494,6 @@ class FakeGitHub(RepoHostingMixin):
             }
         return data
 
-    def _pull_json(self, base: str, repo: RepoState, issue: IssueState) -> dict[str, Any]:
-        return {
-            "id": repo.id * 1_000_000 + issue.number,
-            "number": issue.number,
-            "title": issue.title,
-            "body": issue.body,
-            "state": issue.state,
-            "merged": issue.merged,
-            "user": self._user_json(base, issue.user),
-            "head": {"sha": issue.head_sha, "ref": issue.head_ref, "label": issue.head_ref},
-            "base": {"ref": issue.base_ref, "label": issue.base_ref},
-            "url": f"{base}/repos/{repo.full_name}/pulls/{issue.number}",
-            "html_url": f"{base}/{repo.full_name}/pull/{issue.number}",
-            "issue_url": f"{base}/repos/{repo.full_name}/issues/{issue.number}",
-        }
-
     def _comment_json(self, base: str, repo: RepoState, c: CommentState) -> dict[str, Any]:
         issue = repo.issues.get(c.issue_number)
         kind = "pull" if issue is not None and issue.is_pull_request else "issues"
@@ -518,7 +524,7 @@ class FakeGitHub(RepoHostingMixin):
                 self._issue_comments,
                 methods=["GET", "POST"],
             ),
-            Route(repo + "/pulls/{number:int}", self._get_pull),
+            *self._pull_routes(),
             *self._hosting_routes(),
         ]
 
@@ -549,16 +555,6 @@ class FakeGitHub(RepoHostingMixin):
                 data = None
             else:
                 data = self._issue_json(self._base(request), repo, issue)
-        return self._not_found() if data is None else self._json(data)
-
-    async def _get_pull(self, request: Request) -> Response:
-        with self._lock:
-            repo = self._repo_or_none(self._full_name(request))
-            issue = None if repo is None else repo.issues.get(request.path_params["number"])
-            if repo is None or issue is None or not issue.is_pull_request:
-                data = None
-            else:
-                data = self._pull_json(self._base(request), repo, issue)
         return self._not_found() if data is None else self._json(data)
 
     async def _issue_comments(self, request: Request) -> Response:

@@ -12,12 +12,21 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from tests.support import fake_scar_texts as texts
 from tests.support.fake_scar_texts import NO_REPOSITORIES, WORKSPACE
 
 Layout = Literal["claude", "template", "none"]
+
+
+class PullRequestHost(Protocol):
+    """Where SCAR's `gh` pushes and merges: the fake GitHub, when a test connects one."""
+
+    def open_or_push(self, full_name: str, branch: str) -> int: ...
+    def merge_pull(self, full_name: str, number: int) -> bool: ...
+
+
 _COMMAND_FOLDERS = (".claude/commands", ".agents/commands")
 
 
@@ -88,6 +97,9 @@ class ScarState:
         self.workspace_missing = False
         self.unclonable: set[str] = set()  # full names or folder names whose clone fails
         self.next_pr_number = 1
+        # Connected: builds push to GitHub and open (or update) the branch's pull request,
+        # and merge-pr merges it there. Otherwise the numbers are SCAR's own count.
+        self.pull_requests: PullRequestHost | None = None
         self._lock = threading.RLock()
         self._folders: dict[str, dict[str, str]] = {}  # workspace folder -> path -> text
         self._remotes: dict[str, _Remote] = {}  # lower-case full name -> upstream
@@ -210,9 +222,12 @@ class ScarState:
             plan = args[0] if args else ".agents/plans/feature.md"
             found = re.search(r"([^/\s]+)\.md$", plan)
             branch = args[1] if len(args) > 1 else f"feature-{found.group(1) if found else 'x'}"
-            with self._lock:
-                number = self.next_pr_number
-                self.next_pr_number += 1
+            if self.pull_requests is not None:
+                number = self.pull_requests.open_or_push(repo, branch)
+            else:
+                with self._lock:
+                    number = self.next_pr_number
+                    self.next_pr_number += 1
             return (
                 f"## ✅ Implementation Complete\n\n**Feature Branch:** `{branch}`\n"
                 f"**Implementation Plan:** `{plan}`\n"
@@ -223,6 +238,9 @@ class ScarState:
             return "All checks passed ✅"
         if name == "merge-pr":
             merged = args[0].lstrip("#") if args else str(max(1, self.next_pr_number - 1))
+            hosted = self.pull_requests
+            if hosted is not None and not hosted.merge_pull(repo, int(merged)):
+                return f"❌ Could not merge PR #{merged}: GitHub says it cannot be merged."
             return f"Merged PR #{merged}"
         return f"Done: {name} {' '.join(args)}".strip()
 

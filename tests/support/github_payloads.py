@@ -78,3 +78,87 @@ def issue_comment(
         "repository": repository(repo),
         "sender": user(login, bot=bot),
     }
+
+
+def pull_request_event(
+    action: str,
+    number: int,
+    *,
+    head_sha: str,
+    repo: str = "acme/widgets",
+    merged: bool = False,
+    login: str = "ada",
+    branch: str = "feature",
+) -> dict[str, Any]:
+    """`pull_request` with `action` synchronize, closed, opened or reopened."""
+    closed = action == "closed"
+    return {
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "state": "closed" if closed else "open",
+            "merged": merged,
+            "merged_by": user(login) if merged else None,
+            "head": {"sha": head_sha, "ref": branch},
+            "base": {"ref": "main"},
+            "html_url": f"https://github.com/{repo}/pull/{number}",
+        },
+        "repository": repository(repo),
+        "sender": user(login),
+    }
+
+
+def check_suite_completed(
+    head_sha: str, *, conclusion: str = "success", repo: str = "acme/widgets", pr: int = 8
+) -> dict[str, Any]:
+    return {
+        "action": "completed",
+        "check_suite": {
+            "id": 5001,
+            "head_branch": "feature",
+            "head_sha": head_sha,
+            "status": "completed",
+            "conclusion": conclusion,
+            "pull_requests": [{"number": pr, "head": {"sha": head_sha}}],
+            "app": {"id": 15368, "slug": "github-actions"},
+        },
+        "repository": repository(repo),
+        "sender": user("github-actions[bot]", bot=True),
+    }
+
+
+def check_run_completed(
+    head_sha: str, name: str, *, conclusion: str = "success", repo: str = "acme/widgets"
+) -> dict[str, Any]:
+    return {
+        "action": "completed",
+        "check_run": {
+            "id": 7001,
+            "name": name,
+            "head_sha": head_sha,
+            "status": "completed",
+            "conclusion": conclusion,
+            "pull_requests": [],
+        },
+        "repository": repository(repo),
+        "sender": user("github-actions[bot]", bot=True),
+    }
+
+
+def commit_status(
+    sha: str, context: str, state: str, *, repo: str = "acme/widgets"
+) -> dict[str, Any]:
+    """A `status` event: it has no `action`."""
+    return {
+        "id": 8001,
+        "sha": sha,
+        "name": repo,
+        "context": context,
+        "state": state,
+        "description": f"{context}: {state}",
+        "target_url": None,
+        "branches": [],
+        "repository": repository(repo),
+        "sender": user("ci-service[bot]", bot=True),
+    }

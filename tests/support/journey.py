@@ -54,6 +54,9 @@ def journey_settings(
         "scar_base_url": scar_url,
         "scar_timeout_seconds": 10.0,
         "scar_poll_interval_seconds": 0.02,
+        # GitHub is polled for the pull request's checks this often (no webhook arrives
+        # from the fake by itself).
+        "run_checks_poll_seconds": 0.05,
     }
     values.update(extra)
     return make_settings(tmp_path, **values)
@@ -71,6 +74,10 @@ class Journey:
     delivered: list[int] = field(default_factory=list)
     # Changes the worker's workload before each run of it (a test injecting a fault).
     shape_workload: Callable[[Workload], None] | None = None
+
+    def __post_init__(self) -> None:
+        # SCAR's builds open pull requests on the same GitHub the orchestrator reads.
+        self.scar.pull_requests = self.github
 
     async def comment(
         self,

@@ -35,7 +35,9 @@ from project_orchestrator.scar.github_transport import GitHubScarClient
 from project_orchestrator.scar.http_transport import http_scar_client
 from project_orchestrator.scar.models import ScarTransport
 from project_orchestrator.scar.protocol import ScarClient
+from project_orchestrator.workflow.checks_step import ChecksStep
 from project_orchestrator.workflow.commands import CommandDesk
+from project_orchestrator.workflow.readiness import MergeReadiness
 from project_orchestrator.workflow.repository import RunRepositories
 from project_orchestrator.workflow.service import Workflow
 from project_orchestrator.workflow.steps import StepRunner, web_url
@@ -56,8 +58,11 @@ def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workloa
         max_tokens_per_project=settings.ai_max_tokens_per_project,
     )
     desk = CommandDesk(workflow, notifier)
+    readiness = MergeReadiness(workflow, max_fix_attempts=settings.run_max_fix_attempts)
     handlers: dict[EventSource, SourceHandler] = {
-        EventSource.GITHUB: GitHubEventHandler(settings, audit, workflow, desk, conversation),
+        EventSource.GITHUB: GitHubEventHandler(
+            settings, audit, workflow, desk, conversation, readiness
+        ),
     }
     telegram_handler = None
     if telegram is not None:
@@ -67,12 +72,14 @@ def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workloa
         handlers[EventSource.TELEGRAM] = telegram_handler
     scar = scar_client(settings, db, replier)
     repositories = None
+    github_host = None
     if settings.github_access_token is not None:
+        github_host = PyGithubRepositoryHost(
+            settings.github_api_url, settings.github_access_token.get_secret_value()
+        )
         repositories = RunRepositories(
             db=db,
-            host=PyGithubRepositoryHost(
-                settings.github_api_url, settings.github_access_token.get_secret_value()
-            ),
+            host=github_host,
             audit=audit,
             notifier=notifier,
             owner=settings.github_repo_owner,
@@ -87,6 +94,13 @@ def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workloa
         transport=ScarTransport(settings.scar_transport),
         github_web_url=web_url(settings.github_api_url),
         repositories=repositories,
+        checks=ChecksStep(
+            db=db,
+            readiness=readiness,
+            notifier=notifier,
+            pulls=github_host,
+            poll_interval=timedelta(seconds=settings.run_checks_poll_seconds),
+        ),
     )
     closers: list[Callable[[], Awaitable[None]]] = [
         c.aclose for c in (scar, conversation.gateway) if isinstance(c, _Closable)

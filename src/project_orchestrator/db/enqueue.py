@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import structlog
 from pgqueuer.queries import Queries
@@ -52,6 +53,29 @@ async def enqueue_step_job(session: AsyncSession, job: StepJob) -> None:
         dedupe_key=keys.step_dedupe(job.phase_id),
         on_conflict="skip",
     )
+
+
+async def enqueue_checks_poll(
+    session: AsyncSession, phase_id: str, number: int, delay: timedelta
+) -> None:
+    """The next poll of a checks phase, due after `delay`, queued once however often asked."""
+    job = StepJob(phase_id, _current_correlation_id(), poll=number)
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(
+        entrypoint=RUN_STEP,
+        payload=job.encode(),
+        execute_after=delay,
+        dedupe_key=keys.checks_poll(phase_id, number),
+        on_conflict="skip",
+    )
+
+
+async def enqueue_checks_wake(session: AsyncSession, phase_id: str) -> None:
+    """Read GitHub again now: a check finished. No dedupe key: one already running may
+    have read GitHub before this check finished, so it must not absorb this one."""
+    job = StepJob(phase_id, _current_correlation_id(), wake=True)
+    await _enqueue_one(session, RUN_STEP, job.encode())
 
 
 async def enqueue_delivery(session: AsyncSession, conversation: str) -> None:

@@ -34,16 +34,30 @@ RUN_STEP = "run_step"
 class StepJob:
     phase_id: str
     correlation_id: str | None = None
+    # A checks phase waits on GitHub: its jobs form one chain of polls (`poll` counts
+    # them), and webhooks add `wake` jobs, which read GitHub once and end no chain.
+    poll: int = 0
+    wake: bool = False
 
     def encode(self) -> bytes:
-        return orjson.dumps({"phase_id": self.phase_id, "correlation_id": self.correlation_id})
+        data: dict[str, object] = {"phase_id": self.phase_id, "correlation_id": self.correlation_id}
+        if self.poll:
+            data["poll"] = self.poll
+        if self.wake:
+            data["wake"] = True
+        return orjson.dumps(data)
 
     @classmethod
     def decode(cls, payload: bytes | None) -> StepJob:
         if not payload:
             raise ValueError("step job without a payload")
         data = orjson.loads(payload)
-        return cls(phase_id=str(data["phase_id"]), correlation_id=data.get("correlation_id"))
+        return cls(
+            phase_id=str(data["phase_id"]),
+            correlation_id=data.get("correlation_id"),
+            poll=int(data.get("poll") or 0),
+            wake=bool(data.get("wake")),
+        )
 
 
 # One job per outbox row written; it delivers its conversation's pending messages in order.

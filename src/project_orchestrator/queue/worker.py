@@ -133,7 +133,7 @@ async def run_step_job(steps: StepRunner, job: Job) -> None:
     last_attempt = job.attempts >= MAX_ATTEMPTS - 1
     phase_id = uuid.UUID(step.phase_id)
     try:
-        await steps.run(phase_id, last_attempt=last_attempt)
+        await steps.run(phase_id, last_attempt=last_attempt, poll=step.poll, wake=step.wake)
     except RetryRequested:
         metrics.jobs_total.labels(RUN_STEP, "deferred").inc()
         raise

@@ -30,6 +30,7 @@ from project_orchestrator.repos.host import (
     check_name,
     marked_description,
 )
+from project_orchestrator.repos.pulls import Check, PullRequestReading
 
 log = get_logger(__name__)
 
@@ -92,7 +93,60 @@ class PyGithubRepositoryHost:
             f"read {path} in {full_name}", lambda: self._read(full_name, path, branch)
         )
 
+    # --- PullRequests -----------------------------------------------------------------
+
+    async def read_pull_request(self, full_name: str, number: int) -> PullRequestReading:
+        return await self._run(
+            f"read pull request #{number} in {full_name}",
+            lambda: self._read_pull(full_name, number),
+        )
+
     # --- blocking work (in a thread) --------------------------------------------------
+
+    def _read_pull(self, full_name: str, number: int) -> PullRequestReading:
+        repo = self._client.get_repo(full_name)
+        pull = repo.get_pull(number)
+        head = pull.head.sha
+        commit = repo.get_commit(head)
+        checks = [
+            Check.from_check_run(
+                run.name,
+                run.status,
+                run.conclusion,
+                _run_summary(run.output.title, run.output.summary) if run.output else "",
+            )
+            for run in commit.get_check_runs()
+        ]
+        checks += [
+            Check.from_status(status.context, status.state, status.description or "")
+            for status in commit.get_combined_status().statuses
+        ]
+        return PullRequestReading(
+            number=pull.number,
+            state=pull.state,
+            merged=bool(pull.merged),
+            draft=bool(pull.draft),
+            mergeable=pull.mergeable,
+            mergeable_state=pull.mergeable_state or "unknown",
+            head_sha=head,
+            checks=tuple(checks),
+            required=None if pull.merged else self._required_checks(repo, pull.base.ref),
+        )
+
+    @staticmethod
+    def _required_checks(repo: Repository, branch: str) -> frozenset[str] | None:
+        """The checks the base branch's protection requires, read from the branch itself
+        (readable without admin rights); None when it names none: then every check counts."""
+        try:
+            data = repo.get_branch(branch).raw_data
+        except GithubException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise
+        rules = ((data.get("protection") or {}).get("required_status_checks")) or {}
+        names = set(rules.get("contexts") or [])
+        names |= {c["context"] for c in rules.get("checks") or [] if c.get("context")}
+        return frozenset(names) if data.get("protected") and names else None
 
     def _ensure(
         self, owner: str, name: str, *, private: bool, marker: str, description: str
@@ -287,6 +341,10 @@ def _hosted(repo: Repository, *, created: bool) -> HostedRepository:
         default_branch=repo.default_branch,
         created=created,
     )
+
+
+def _run_summary(title: str | None, summary: str | None) -> str:
+    return " ".join(part for part in (title, summary) if part)
 
 
 def _clean_path(path: str) -> str:

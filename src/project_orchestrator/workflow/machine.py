@@ -17,12 +17,16 @@ PHASE_ORDER: tuple[Phase, ...] = (
     Phase.PLAN,
     Phase.EXECUTE,
     Phase.VALIDATE,
+    Phase.CHECKS,
     Phase.MERGE,
 )
 
-# Phases the worker runs by itself (one SCAR command each). The vision phase is a
-# conversation and the merge phase waits for its gate before its command runs.
-AUTOMATIC_PHASES = frozenset({Phase.PRIME, Phase.PLAN, Phase.EXECUTE, Phase.VALIDATE})
+# Phases the worker runs by itself: one SCAR command each, except the checks phase, which
+# reads GitHub's verdict on the pull request. The vision phase is a conversation and the
+# merge phase waits for its gate before its command runs.
+AUTOMATIC_PHASES = frozenset({Phase.PRIME, Phase.PLAN, Phase.EXECUTE, Phase.VALIDATE, Phase.CHECKS})
+# Failures that code fixes: approving the error gate (or a fix by itself) builds again.
+FIXED_BY_BUILDING = frozenset({Phase.VALIDATE, Phase.CHECKS})
 
 # SCAR commands that change code: they run only inside a run, after the gate covering them.
 CODE_CHANGING_COMMANDS = frozenset({"execute-github", "merge-pr"})
@@ -62,6 +66,8 @@ def after_success(phase: Phase) -> Next:
         case Phase.EXECUTE:
             return StartPhase(Phase.VALIDATE)
         case Phase.VALIDATE:
+            return StartPhase(Phase.CHECKS)
+        case Phase.CHECKS:
             return OpenGate(GateKind.MERGE)
         case Phase.MERGE:
             return CompleteRun()
@@ -70,9 +76,9 @@ def after_success(phase: Phase) -> Next:
 def after_approval(gate: GateKind, failed_phase: Phase | None) -> StartPhase:
     """The phase an approved gate lets run.
 
-    Approving an error-resolution gate means "fix it": a failed validation goes back to
-    execute (with the failure as feedback) and is validated again; any other failed phase
-    is tried again.
+    Approving an error-resolution gate means "fix it": a failed validation, or checks that
+    failed on GitHub, go back to execute (with the failure as feedback) and are validated
+    again; any other failed phase is tried again.
     """
     match gate:
         case GateKind.VISION:
@@ -84,7 +90,7 @@ def after_approval(gate: GateKind, failed_phase: Phase | None) -> StartPhase:
         case GateKind.ERROR_RESOLUTION:
             if failed_phase is None:
                 raise ValueError("an error-resolution gate needs the phase that failed")
-            return StartPhase(Phase.EXECUTE if failed_phase is Phase.VALIDATE else failed_phase)
+            return StartPhase(Phase.EXECUTE if failed_phase in FIXED_BY_BUILDING else failed_phase)
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,14 @@ def plan_reference(plan_output: str) -> str:
     """The plan file SCAR wrote, or the plan itself when it names no file."""
     found = _PLAN_FILE.findall(plan_output)
     return found[-1] if found else _quoted(plan_output[:500])
+
+
+def fix_request(report: str) -> str:
+    """What SCAR is asked when checks failed on GitHub: fix exactly those, same branch."""
+    return (
+        "The pull request's checks failed on GitHub. Fix what they report, on the same "
+        f"branch and pull request, without changing anything else. {report}"
+    )
 
 
 def branch_name(feature: str, run_number: int) -> str:
@@ -194,6 +208,8 @@ def scar_step(
             return ScarStep("merge-pr", str(pr_number))
         case Phase.VISION:
             raise ValueError("the vision phase is a conversation, not a SCAR command")
+        case Phase.CHECKS:
+            raise ValueError("the checks phase reads GitHub, not a SCAR command")
 
 
 _VALIDATION_FAILED = re.compile(

@@ -48,6 +48,8 @@ class Phase(enum.StrEnum):
     PLAN = "plan"
     EXECUTE = "execute"
     VALIDATE = "validate"
+    # GitHub's own verdict on the pull request: mergeable, its checks green.
+    CHECKS = "checks"
     MERGE = "merge"
 
 
@@ -114,6 +116,10 @@ class WorkflowRun(UUIDPrimaryKey, Timestamps, Base):
     pr_number: Mapped[int | None] = mapped_column(BigInteger)
     pr_url: Mapped[str | None] = mapped_column(Text)
     pr_head_sha: Mapped[str | None] = mapped_column(String(64))
+    # Fixes SCAR was sent on by itself for checks that failed on GitHub. At
+    # RUN_MAX_FIX_ATTEMPTS a red reading asks the person instead (each approval there
+    # allows one more fix, which the person asked for and does not count here).
+    fix_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The GitHub comment edited in place with the run's progress.
     status_comment_id: Mapped[int | None] = mapped_column(BigInteger)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

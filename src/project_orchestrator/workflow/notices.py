@@ -34,6 +34,7 @@ PHASE_NAMES = {
     Phase.PLAN: "Plan: SCAR plans the change",
     Phase.EXECUTE: "Build: SCAR writes the code and opens a pull request",
     Phase.VALIDATE: "Check: SCAR tests the change",
+    Phase.CHECKS: "GitHub: the pull request can merge and its checks pass",
     Phase.MERGE: "Merge: the change goes live",
 }
 
@@ -108,10 +109,21 @@ def render_board(run: WorkflowRun, attempts: list[WorkflowPhase], gate: Approval
             state = ": waiting for your approval"
         if attempt is not None and attempt.attempt > 1:
             state += f" (try {attempt.attempt})"
+        if attempt is not None and _waiting_on_github(attempt):
+            state += f". {_clip(attempt.output or '', 300)}"
         lines.append(f"- [{'x' if done else ' '}] {PHASE_NAMES[phase]}{state}")
     if run.pr_url:
         lines += ["", f"Pull request: {run.pr_url}"]
     return "\n".join(lines)
+
+
+def _waiting_on_github(attempt: WorkflowPhase) -> bool:
+    """A checks attempt still waiting, whose latest reading says what it waits for."""
+    return (
+        attempt.phase is Phase.CHECKS
+        and attempt.status is PhaseStatus.RUNNING
+        and bool(attempt.output)
+    )
 
 
 def gate_question(gate: ApprovalGate, run: WorkflowRun, vision: VisionDocument | None) -> str:
@@ -130,7 +142,11 @@ def gate_question(gate: ApprovalGate, run: WorkflowRun, vision: VisionDocument |
             )
         case GateKind.MERGE:
             link = f" {run.pr_url}" if run.pr_url else ""
-            return f"The change is built and its checks passed.{link}\n\nShall I merge it? {ask}"
+            verdict = f"\n\n{_clip(gate.summary, 600)}" if gate.summary else ""
+            return (
+                f"The change is built and its checks passed.{link}{verdict}\n\n"
+                f"Shall I merge it? {ask}"
+            )
         case GateKind.ERROR_RESOLUTION:
             return (
                 "Something went wrong and nothing more will happen until you decide:\n\n"

@@ -48,7 +48,7 @@ class Decision:
     approved: bool
 
 
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -127,10 +127,10 @@ class Workflow(WorkflowBase):
             project_id=project.id,
             details={"run": number, "kind": kind.value, "feature": run.feature_request},
         )
-        await self._start_phase(session, run, machine.first_phase(kind), feedback=None)
+        await self.start_phase(session, run, machine.first_phase(kind), feedback=None)
         return run
 
-    async def _start_phase(
+    async def start_phase(
         self, session: AsyncSession, run: WorkflowRun, phase: Phase, *, feedback: str | None
     ) -> WorkflowPhase:
         previous = await self.latest_attempt(session, run.id, phase)
@@ -140,7 +140,7 @@ class Workflow(WorkflowBase):
             attempt=1 if previous is None else previous.attempt + 1,
             feedback=feedback,
             status=PhaseStatus.RUNNING if phase is Phase.VISION else PhaseStatus.PENDING,
-            started_at=_now() if phase is Phase.VISION else None,
+            started_at=now() if phase is Phase.VISION else None,
         )
         session.add(attempt)
         run.current_phase = phase
@@ -246,7 +246,7 @@ class Workflow(WorkflowBase):
             )
         gate.status = GateStatus.APPROVED if approve else GateStatus.REJECTED
         gate.decided_by_id = actor.identity.id
-        gate.decided_at = _now()
+        gate.decided_at = now()
         gate_decided(gate, gate.decided_at)
         gate.decided_via = actor.channel
         gate.feedback = (feedback or "").strip()[:4000] or None
@@ -291,6 +291,8 @@ class Workflow(WorkflowBase):
             failed_attempt = await session.get(WorkflowPhase, gate.phase_id)
             failed = failed_attempt.phase if failed_attempt else run.current_phase
             feedback = failed_attempt.error if failed_attempt else None
+            if failed_attempt is not None and failed_attempt.phase is Phase.CHECKS:
+                feedback = machine.fix_request(feedback or "")[:4000]
         elif gate.phase_id is not None:
             gated = await session.get(WorkflowPhase, gate.phase_id)
             if gated is not None and gated.phase is Phase.VISION:
@@ -304,7 +306,7 @@ class Workflow(WorkflowBase):
                 await enqueue_step_job(session, StepJob(str(merge.id)))
                 return
         step = machine.after_approval(gate.kind, failed)
-        await self._start_phase(session, run, step.phase, feedback=feedback)
+        await self.start_phase(session, run, step.phase, feedback=feedback)
 
     async def _after_rejection(
         self, session: AsyncSession, run: WorkflowRun, gate: ApprovalGate
@@ -315,7 +317,7 @@ class Workflow(WorkflowBase):
                 merge = await self.latest_attempt(session, run.id, Phase.MERGE)
                 if merge is not None and merge.status is PhaseStatus.PENDING:
                     merge.status = PhaseStatus.SKIPPED
-            await self._start_phase(session, run, outcome.phase, feedback=gate.feedback)
+            await self.start_phase(session, run, outcome.phase, feedback=gate.feedback)
         elif isinstance(outcome, machine.HoldRun):
             run.held_from = RunStatus.RUNNING
             run.status = RunStatus.ON_HOLD
@@ -344,18 +346,25 @@ class Workflow(WorkflowBase):
         attempt.error = error[:4000]
         await session.flush()
         if run.status is RunStatus.RUNNING:
-            await self._open_error_gate(session, run, attempt)
+            await self.open_error_gate(session, run, attempt)
 
-    async def _open_error_gate(
-        self, session: AsyncSession, run: WorkflowRun, attempt: WorkflowPhase
+    async def open_error_gate(
+        self,
+        session: AsyncSession,
+        run: WorkflowRun,
+        attempt: WorkflowPhase,
+        *,
+        summary: str | None = None,
     ) -> ApprovalGate:
+        """Ask the person what to do about the failed attempt (`summary`: its story, when
+        more than the attempt's own error)."""
         return await self._open_gate(
             session,
             run,
             GateKind.ERROR_RESOLUTION,
             keys.failed_phase_version(attempt.id),
             phase_id=attempt.id,
-            summary=attempt.error or "The step failed.",
+            summary=summary or attempt.error or "The step failed.",
             user_id=None,
         )
 
@@ -364,13 +373,13 @@ class Workflow(WorkflowBase):
     ) -> None:
         step = machine.after_success(attempt.phase)
         if isinstance(step, machine.StartPhase):
-            await self._start_phase(session, run, step.phase, feedback=None)
+            await self.start_phase(session, run, step.phase, feedback=None)
         elif isinstance(step, machine.OpenGate):
             await self._open_gate_after(session, run, attempt, step.kind)
         else:
             run.status = RunStatus.COMPLETED
             run.current_phase = Phase.MERGE
-            run.finished_at = _now()
+            run.finished_at = now()
             await session.flush()
 
     async def _open_gate_after(
@@ -459,10 +468,10 @@ class Workflow(WorkflowBase):
         if attempt.status is PhaseStatus.SUCCEEDED:
             await self._advance(session, run, attempt)
         elif attempt.status is PhaseStatus.FAILED:
-            await self._open_error_gate(session, run, attempt)
+            await self.open_error_gate(session, run, attempt)
         elif attempt.status is PhaseStatus.SKIPPED and attempt.phase is Phase.MERGE:
             # Its approval was voided by new code while the run was held: validate again.
-            await self._start_phase(session, run, Phase.VALIDATE, feedback=None)
+            await self.start_phase(session, run, Phase.VALIDATE, feedback=None)
         elif attempt.status in (PhaseStatus.PENDING, PhaseStatus.RUNNING) and (
             attempt.phase in machine.AUTOMATIC_PHASES or attempt.phase is Phase.MERGE
         ):
@@ -472,7 +481,7 @@ class Workflow(WorkflowBase):
         run = await self._run_to_change(session, project, actor, "cancel")
         run.status = RunStatus.CANCELLED
         run.held_from = None
-        run.finished_at = _now()
+        run.finished_at = now()
         gate = await self.pending_gate(session, run.id)
         if gate is not None:
             gate.status = GateStatus.EXPIRED
@@ -518,27 +527,3 @@ class Workflow(WorkflowBase):
             summary=gate.summary or "",
             user_id=None,
         )
-
-    async def pull_request_moved(
-        self, session: AsyncSession, project: Project, pr_number: int, head_sha: str | None
-    ) -> list[ApprovalGate]:
-        """A new PR head voids a pending merge approval; the new code is validated again."""
-        await lock_project(session, project.id)
-        run = await self.active_run(session, project.id)
-        if run is None or run.pr_number != pr_number or head_sha is None:
-            return []
-        if run.pr_head_sha == head_sha:
-            return []
-        run.pr_head_sha = head_sha
-        gate = await self.pending_gate(session, run.id)
-        if gate is None or gate.kind is not GateKind.MERGE:
-            await session.flush()
-            return []
-        gate.status = GateStatus.VOIDED
-        merge = await self.latest_attempt(session, run.id, Phase.MERGE)
-        if merge is not None and merge.status is PhaseStatus.PENDING:
-            merge.status = PhaseStatus.SKIPPED
-        await session.flush()
-        if run.status is RunStatus.AWAITING_APPROVAL:
-            await self._start_phase(session, run, Phase.VALIDATE, feedback=None)
-        return [gate]

@@ -38,6 +38,7 @@ from project_orchestrator.scar.protocol import (
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.vision.render import brief_for_coding_agent
 from project_orchestrator.workflow import machine
+from project_orchestrator.workflow.checks_step import ChecksStep
 from project_orchestrator.workflow.models import (
     ApprovalGate,
     GateKind,
@@ -94,8 +95,26 @@ class StepRunner:
     transport: ScarTransport
     github_web_url: str = "https://github.com"
     repositories: RunRepositories | None = None
+    checks: ChecksStep | None = None
 
-    async def run(self, phase_id: uuid.UUID, *, last_attempt: bool) -> None:
+    async def run(
+        self, phase_id: uuid.UUID, *, last_attempt: bool, poll: int = 0, wake: bool = False
+    ) -> None:
+        phase = await self._phase_of(phase_id)
+        if phase is Phase.CHECKS:
+            if self.checks is not None:
+                await self.checks.run(phase_id, poll=poll, wake=wake, last_attempt=last_attempt)
+            return
+        if wake:
+            return  # a check finished after the phase moved on: nothing to read
+        if phase is Phase.MERGE and self.checks is not None:
+            # GitHub is asked once more right before the merge; it may have changed its mind.
+            ready = await self.checks.merge_still_ready(phase_id, last_attempt=last_attempt)
+            if not ready:
+                return
+        await self._run_scar(phase_id, last_attempt=last_attempt)
+
+    async def _run_scar(self, phase_id: uuid.UUID, *, last_attempt: bool) -> None:
         prepared = await self._prepare(phase_id)
         if isinstance(prepared, _NeedsRepository):
             if not await self._create_repository(phase_id, prepared, last_attempt=last_attempt):
@@ -124,9 +143,18 @@ class StepRunner:
         metrics.scar_command_duration_seconds.labels(prepared.invocation.command).observe(
             time.monotonic() - started
         )
+        if output is not None and prepared.invocation.command == "merge-pr" and self.checks:
+            # SCAR answers in prose; GitHub says whether the pull request really merged.
+            error = await self.checks.merge_not_done(prepared.invocation, output.text)
+            output = None if error is not None else output
         await self._finish(phase_id, prepared, output, error)
 
     # --- prepare --------------------------------------------------------------------
+
+    async def _phase_of(self, phase_id: uuid.UUID) -> Phase | None:
+        async with self.db.session_scope() as session:
+            found = select(WorkflowPhase.phase).where(WorkflowPhase.id == phase_id)
+            return (await session.execute(found)).scalar_one_or_none()
 
     async def _prepare(self, phase_id: uuid.UUID) -> _Prepared | _NeedsRepository | None:
         async with self.db.session_scope() as session:

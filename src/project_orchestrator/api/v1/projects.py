@@ -161,6 +161,10 @@ class RunOut(BaseModel):
     branch: str | None
     pr_number: int | None
     pr_url: str | None
+    pr_head_sha: str | None = Field(description="The pull request head the run last saw")
+    fix_attempts: int = Field(
+        description="Fixes SCAR was sent on by itself for checks that failed on GitHub"
+    )
     created_at: datetime
     finished_at: datetime | None
     phases: list[PhaseOut] = Field(description="Every attempt of every phase, oldest first")
@@ -367,6 +371,8 @@ async def get_project(project_id: uuid.UUID, session: Session) -> ProjectDetail:
                 branch=run.branch,
                 pr_number=run.pr_number,
                 pr_url=run.pr_url,
+                pr_head_sha=run.pr_head_sha,
+                fix_attempts=run.fix_attempts,
                 created_at=run.created_at,
                 finished_at=run.finished_at,
                 phases=[_phase_out(p) for p in phases if p.run_id == run.id],

@@ -24,6 +24,7 @@ from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import Actor, create_project, github_identity
 from project_orchestrator.workflow.commands import CommandDesk
 from project_orchestrator.workflow.notices import announce
+from project_orchestrator.workflow.readiness import MergeReadiness
 from project_orchestrator.workflow.service import Workflow
 
 log = get_logger(__name__)
@@ -48,6 +49,7 @@ class GitHubEventHandler:
     workflow: Workflow
     desk: CommandDesk
     conversation: Conversation
+    readiness: MergeReadiness
 
     @property
     def _scar_logins(self) -> frozenset[str]:
@@ -84,8 +86,18 @@ class GitHubEventHandler:
             case "pull_request", "synchronize":
                 await self._pull_request_moved(session, payload)
                 return EventStatus.HANDLED
-            case "pull_request", "opened" | "closed" | "reopened":
+            case "pull_request", "closed":
+                await self._pull_request_closed(session, payload)
                 return EventStatus.HANDLED
+            case "pull_request", "opened" | "reopened":
+                return EventStatus.HANDLED
+            case "check_suite" | "check_run", "completed":
+                kind = event.event_type
+                return await self._check_finished(session, payload, payload[kind]["head_sha"])
+            case "status", _:
+                if payload["state"] == "pending":
+                    return EventStatus.IGNORED  # a check starting changes no verdict
+                return await self._check_finished(session, payload, payload["sha"])
         return EventStatus.IGNORED
 
     async def _issue_opened(
@@ -229,9 +241,40 @@ class GitHubEventHandler:
             return
         pr = payload["pull_request"]
         head = (pr.get("head") or {}).get("sha")
-        voided = await self.workflow.pull_request_moved(session, project, pr["number"], head)
+        voided = await self.readiness.pull_request_moved(session, project, pr["number"], head)
         if voided:
             log.info("gate.voided", gates=[str(g.id) for g in voided], reason="new PR head")
             run = await self.workflow.active_run(session, project.id)
             if run is not None:
                 await announce(session, self.desk.notifier, run.id)
+
+    async def _pull_request_closed(self, session: AsyncSession, payload: dict[str, Any]) -> None:
+        """Merged or closed by a person on GitHub: the run ends the same way."""
+        project = await project_for_repo(session, payload["repository"]["full_name"])
+        if project is None:
+            return
+        pr = payload["pull_request"]
+        merged = pr.get("merged") is True
+        person = (pr.get("merged_by") if merged else None) or payload.get("sender") or {}
+        login = person.get("login")
+        run = await self.readiness.pull_request_ended(
+            session,
+            project,
+            self.desk.notifier,
+            number=pr["number"],
+            merged=merged,
+            by=login if isinstance(login, str) and login else None,
+        )
+        if run is not None:
+            log.info("run.ended_on_github", run=run.number, merged=merged)
+            await announce(session, self.desk.notifier, run.id)
+
+    async def _check_finished(
+        self, session: AsyncSession, payload: dict[str, Any], head_sha: str
+    ) -> EventStatus:
+        """A check on a commit finished: a run waiting on that commit reads GitHub again."""
+        project = await project_for_repo(session, payload["repository"]["full_name"])
+        if project is None:
+            return EventStatus.IGNORED
+        woken = await self.readiness.check_finished(session, project, head_sha)
+        return EventStatus.HANDLED if woken else EventStatus.IGNORED

@@ -80,7 +80,26 @@ _REQUIRED: dict[tuple[str, str], dict[str, Check]] = {
         "pull_request.number": _number,
         "pull_request.head": _optional_object,
     },
+    ("pull_request", "closed"): {
+        **_REPOSITORY,
+        "pull_request": _object,
+        "pull_request.number": _number,
+        "pull_request.merged_by": _optional_object,
+        "sender": _optional_object,
+    },
+    ("check_suite", "completed"): {
+        **_REPOSITORY,
+        "check_suite": _object,
+        "check_suite.head_sha": _text,
+    },
+    ("check_run", "completed"): {
+        **_REPOSITORY,
+        "check_run": _object,
+        "check_run.head_sha": _text,
+    },
 }
+# A commit status event has no `action`: it is keyed by None.
+_STATUS: dict[str, Check] = {**_REPOSITORY, "sha": _text, "state": _text}
 _REQUIRED[("issue_comment", "edited")] = _REQUIRED[("issue_comment", "created")]
 _REQUIRED[("pull_request_review_comment", "edited")] = _REQUIRED[
     ("pull_request_review_comment", "created")
@@ -93,6 +112,8 @@ def shape_problem(event_type: str, payload: Any) -> str | None:
         return "the payload is not an object"
     action = payload.get("action")
     required = _REQUIRED.get((event_type, action)) if isinstance(action, str) else None
+    if event_type == "status":
+        required = _STATUS
     for path, valid in (required or {}).items():
         if not valid(_at(payload, path)):
             return f"`{path}` is missing or of the wrong type"
