@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from project_orchestrator import metrics
 from project_orchestrator.agent.breaker import CircuitBreaker
-from project_orchestrator.agent.conversation import BUDGET_REACHED, AgentConversation
+from project_orchestrator.agent.conversation import AgentConversation
 from project_orchestrator.agent.llm import ModelGateway
 from project_orchestrator.agent.models import (
     AgentTurn,
@@ -36,6 +36,7 @@ from project_orchestrator.channels.base import Notifier
 from project_orchestrator.channels.models import OutboundMessage
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
+from project_orchestrator.projects.budget import Budgets, Limits
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import (
     Actor,
@@ -76,7 +77,7 @@ class Setup:
             workflow=Workflow(self.audit),
             notifier=Notifier([]),
             audit=self.audit,
-            max_tokens_per_project=1_000_000,
+            budgets=Budgets(self.audit, Limits(per_project=1_000_000, per_run=1_000_000)),
         )
         self.turns = TurnRunner(
             db, self.agent, first_retry=timedelta(0), longest_retry=timedelta(0)
@@ -250,12 +251,15 @@ async def test_long_conversations_are_summarised_and_nothing_is_lost(setup: Setu
 
 
 async def test_the_token_cap_stops_the_agent(setup: Setup) -> None:
-    setup.agent.max_tokens_per_project = 50
+    setup.agent.budgets = Budgets(setup.audit, Limits(per_project=50, per_run=10**9))
     setup.fake.reply_text("x " * 200)
     await setup.say("A long answer please " * 20)
-    assert (await setup.project()).ai_tokens_used >= 50
+    used = (await setup.project()).ai_tokens_used
+    assert used >= 50
     count = setup.fake.request_count
-    assert await setup.say("And another") == BUDGET_REACHED
+    stopped = await setup.say("And another")
+    assert stopped is not None
+    assert stopped.startswith(f"This project has used its AI budget ({used:,} of 50 tokens)")
     assert setup.fake.request_count == count
 
 
@@ -309,6 +313,10 @@ class DecidesWhileThinking:
     @property
     def breaker(self) -> CircuitBreaker:
         return self.inner.breaker
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
 
     async def create(self, **request: Any) -> Any:
         reply = await self.inner.create(**request)

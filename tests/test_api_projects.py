@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,8 +22,15 @@ from project_orchestrator.audit import AuditLog
 from project_orchestrator.composition.outbound import build_outbound
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
-from project_orchestrator.projects.models import Identity, MemberRole, Project, ProjectMember
+from project_orchestrator.projects.models import (
+    AiUsage,
+    Identity,
+    MemberRole,
+    Project,
+    ProjectMember,
+)
 from project_orchestrator.projects.service import Actor, create_project, github_identity
+from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus, ScarTransport
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.workflow.models import (
     ApprovalGate,
@@ -319,6 +327,66 @@ async def test_get_project_with_runs_gates_and_visions(
     assert unknown.status_code == 404
     assert unknown.json()["error"] == "not_found"
     assert not_uuid.status_code == 422
+
+
+async def test_a_project_shows_what_its_runs_cost_and_scar_time_per_phase(
+    tmp_path: Path, database_url: str, db: Database
+) -> None:
+    world = await World.build(db, tmp_path)
+    async with db.session_scope() as session:
+        vision = await world.workflow.latest_attempt(session, world.run_id, Phase.VISION)
+        assert vision is not None
+        session.add_all(
+            [
+                # Chatting before any build, then during this run, with two models.
+                AiUsage(
+                    project_id=world.project_id,
+                    model="claude-sonnet-4-6",
+                    input_tokens=1_000_000,
+                    output_tokens=0,
+                ),
+                AiUsage(
+                    project_id=world.project_id,
+                    run_id=world.run_id,
+                    model="claude-sonnet-4-6",
+                    input_tokens=0,
+                    output_tokens=100_000,
+                ),
+                AiUsage(
+                    project_id=world.project_id,
+                    run_id=world.run_id,
+                    model="claude-haiku-4-5",
+                    input_tokens=1_000_000,
+                    output_tokens=0,
+                ),
+                ScarCommand(
+                    project_id=world.project_id,
+                    run_id=world.run_id,
+                    phase_id=vision.id,
+                    idempotency_key="k1",
+                    transport=ScarTransport.HTTP,
+                    command="prime",
+                    args="",
+                    status=ScarCommandStatus.SUCCEEDED,
+                    duration_seconds=90.5,
+                ),
+            ]
+        )
+    async with api_client(
+        tmp_path, database_url, ai_prices={"claude-haiku": {"input": 2, "output": 8}}
+    ) as client:
+        detail = (await client.get(f"/api/v1/projects/{world.project_id}", headers=AUTH)).json()
+    # Sonnet: $3 per million in, $15 out; Haiku at the operator's price, $2 in.
+    assert detail["ai_cost"] == {
+        "tokens": 2_100_000,
+        "estimated_usd": pytest.approx(3 + 1.5 + 2),
+        "unpriced_models": [],
+    }
+    [run_out] = detail["runs"]
+    assert run_out["ai_cost"]["tokens"] == 1_100_000
+    assert run_out["ai_cost"]["estimated_usd"] == pytest.approx(1.5 + 2)
+    assert run_out["scar_seconds"] == {"vision": 90.5}
+    assert run_out["fix_attempts"] == 0
 
 
 # --- deciding -----------------------------------------------------------------------

@@ -7,7 +7,7 @@ import asyncio
 from prometheus_client import REGISTRY as registry
 from sqlalchemy import select
 
-from project_orchestrator.projects.models import Project
+from project_orchestrator.projects.models import AiUsage, Project
 from project_orchestrator.scar.models import ScarCommand, ScarCommandStatus
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.workflow.models import Phase, RunStatus
@@ -72,6 +72,25 @@ async def test_from_an_idea_to_a_merged_pull_request(journey: Journey) -> None:
         commands = (await session.execute(select(ScarCommand))).scalars().all()
     assert {c.status for c in commands} == {ScarCommandStatus.SUCCEEDED}
     assert all(c.duration_seconds is not None for c in commands)
+
+    # What it spent: every model call in the ledger, adding up to the project's total.
+    async with journey.db.session_scope() as session:
+        ledger = (await session.execute(select(AiUsage))).scalars().all()
+        project = (await session.execute(select(Project))).scalar_one()
+    charged = sum(
+        u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens
+        for u in ledger
+    )
+    assert charged == project.ai_tokens_used > 0
+    assert {u.model for u in ledger} == {journey.settings.anthropic_model}
+    assert any(u.run_id == run.id for u in ledger)
+    assert "Spent so far: " in board
+    assert "AI tokens (" in board
+    assert "SCAR worked" in board
+    await journey.comment("@orchestrator /status")
+    status = journey.last_reply()
+    assert "This build so far: " in status
+    assert f"The project in all: {project.ai_tokens_used:,} AI tokens" in status
 
 
 async def test_a_rejected_plan_is_planned_again_with_the_feedback(journey: Journey) -> None:

@@ -16,10 +16,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from project_orchestrator.agent.models import ConversationMessage, MessageRole
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
-from project_orchestrator.projects.models import Identity, Project
+from project_orchestrator.projects.models import AiUsage, Identity, Project
 from project_orchestrator.workflow.models import (
     ApprovalGate,
     GateKind,
@@ -137,14 +136,23 @@ class History:
             )
         )
 
-    async def message(self, project: Project, tokens: int, created: timedelta) -> None:
+    async def usage(
+        self,
+        project: Project,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        created: timedelta,
+        *,
+        cache_read: int = 0,
+    ) -> None:
         self.session.add(
-            ConversationMessage(
+            AiUsage(
                 project_id=project.id,
-                role=MessageRole.ASSISTANT,
-                channel=Channel.GITHUB,
-                content="ok",
-                tokens=tokens,
+                model=model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_read_tokens=cache_read,
                 created_at=self.ago(created),
             )
         )
@@ -192,9 +200,11 @@ async def script(db: Database) -> None:
             shop_run, Phase.VALIDATE, 1, created=3 * DAY - 3 * HOUR, status=PhaseStatus.FAILED
         )
         await h.phase(blog_run, Phase.PRIME, 1, created=9 * DAY, status=PhaseStatus.FAILED)
-        await h.message(shop, 100, created=2 * DAY)
-        await h.message(wiki, 250, created=HOUR)
-        await h.message(blog, 999, created=8 * DAY)
+        # AI: $3 and $15 per million for Sonnet, $1 and $5 for Haiku, a tenth of the input
+        # price for a cache read; Opus 4.1 before the week.
+        await h.usage(shop, "claude-sonnet-4-6", 60, 40, created=2 * DAY)
+        await h.usage(wiki, "claude-haiku-4-5", 150, 50, created=HOUR, cache_read=50)
+        await h.usage(blog, "claude-opus-4-1", 999, 0, created=8 * DAY)
 
 
 EXPECTED = {
@@ -207,6 +217,9 @@ EXPECTED = {
     "median_idea_to_merge_seconds": (5 * 3600 + 7 * 86400) / 2,
     "fix_attempts": 1,
     "ai_tokens": 350,
+    # (60 * 3 + 40 * 15 + 150 * 1 + 50 * 5 + 50 * 0.1) / 1e6
+    "ai_cost_usd": 0.001185,
+    "ai_unpriced_models": [],
     "gate_waits": [
         {"kind": "vision", "decisions": 1, "median_seconds": 3600.0},
         {"kind": "plan", "decisions": 2, "median_seconds": 900.0},
@@ -242,6 +255,7 @@ async def test_the_api_summary_matches_the_scripted_week(
     assert month["runs_started"] == 3
     assert month["fix_attempts"] == 2
     assert month["ai_tokens"] == 1349
+    assert month["ai_cost_usd"] == pytest.approx(0.001185 + 999 * 15 / 1e6)
     assert month["failures_by_phase"] == {"prime": 1, "validate": 1}
 
     markdown = await client.get("/api/v1/reports/summary?since=1w&format=markdown", headers=headers)
@@ -252,7 +266,7 @@ async def test_the_api_summary_matches_the_scripted_week(
     assert "- Median time from idea to merged pull request: 3 days 14 hours" in text
     assert "- merge: 1 hour 15 minutes over 2 decisions" in text
     assert "- validate: 1" in text
-    assert "- AI tokens: 350" in text
+    assert "- AI tokens: 350, under $0.01" in text
 
 
 @pytest.mark.parametrize("since", ["7", "seven days", "0d", "99999w", "-1d", "7d;drop"])

@@ -38,6 +38,7 @@ from project_orchestrator.ingress.rate_limit import WebhookRateLimit, build_limi
 from project_orchestrator.ingress.telegram import route as telegram_route
 from project_orchestrator.logging import get_logger, set_known_secrets
 from project_orchestrator.metrics_gauges import gauge_refreshers
+from project_orchestrator.projects.spending import configure_prices
 
 log = get_logger(__name__)
 
@@ -45,6 +46,7 @@ log = get_logger(__name__)
 def create_app(settings: Settings | None = None, *, with_worker: bool = False) -> FastAPI:
     settings = settings or get_settings()
     settings.check_startable()
+    configure_prices(settings.ai_prices)
     audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
     limiter = build_limiter(settings)
     refusals = AuthFailureTally(audit)

@@ -45,6 +45,7 @@ class AuditAction(StrEnum):
     IDENTITY_LINKED = "identity_linked"
     REPOSITORY_CREATED = "repository_created"
     REPOSITORY_LINKED = "repository_linked"
+    BUDGET_RAISED = "budget_raised"
 
 
 class AuditResult(StrEnum):

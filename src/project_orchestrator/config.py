@@ -65,7 +65,13 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str = "https://api.anthropic.com"
     anthropic_model: str = "claude-sonnet-4-6"
+    # Where the agent stops and asks the owner to raise the budget (/budget <tokens>):
+    # the project in all, and one build (from its start to its end).
     ai_max_tokens_per_project: int = Field(default=2_000_000, ge=1)
+    ai_max_tokens_per_run: int = Field(default=1_000_000, ge=1)
+    # US dollars per million tokens, by model name or prefix, over the published Claude
+    # prices: {"my-model": {"input": 1.0, "output": 2.0}} (cache_read, cache_write too).
+    ai_prices: dict[str, dict[str, float]] = {}
     # A turn that finds the AI unavailable tries again by itself, with backoff, this long.
     ai_retry_window_seconds: int = Field(default=1800, ge=0, le=86_400)
 
@@ -169,6 +175,22 @@ class Settings(BaseSettings):
                 # The entry's position, not its text: errors are printed, and whatever
                 # was typed into a setting may be a secret pasted in the wrong place.
                 raise ValueError(f"entry {position} is not an IP network in CIDR form") from None
+        return value
+
+    @field_validator("ai_prices")
+    @classmethod
+    def _valid_prices(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        known = {"input", "output", "cache_read", "cache_write"}
+        for model, price in value.items():
+            if not model.strip():
+                raise ValueError("a model name in AI_PRICES is empty")
+            if not {"input", "output"} <= price.keys() or not price.keys() <= known:
+                raise ValueError(
+                    f"AI_PRICES[{model!r}] needs input and output (and may have cache_read, "
+                    "cache_write), in US dollars per million tokens"
+                )
+            if any(amount < 0 for amount in price.values()):
+                raise ValueError(f"AI_PRICES[{model!r}] has a negative price")
         return value
 
     @field_validator("rate_limit_storage_uri")

@@ -37,6 +37,7 @@ from project_orchestrator.db.enqueue import enqueue_turn
 from project_orchestrator.db.types import Channel
 from project_orchestrator.effects import after_commit
 from project_orchestrator.logging import get_logger
+from project_orchestrator.projects.budget import WAITING_FOR_BUDGET, Budgets
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import Actor
 from project_orchestrator.vision.render import summarize_vision
@@ -56,13 +57,24 @@ NOT_CONFIGURED = (
     "The assistant is not set up on this server yet (no AI key), so I can only follow "
     "commands such as /status, /build and /approve. Your message is saved."
 )
-BUDGET_REACHED = (
-    "This project has used all of the AI budget its operators set, so I have to stop "
-    "chatting here. Your message is saved; commands like /status and /approve still work."
-)
+# The project's total and the ledger line (by model, with the run in progress) in one
+# statement: one round trip per charge, as before the ledger.
 _CHARGE = text(
-    "UPDATE projects SET ai_tokens_used = ai_tokens_used + :tokens, updated_at = now()"
-    " WHERE id = :project_id RETURNING ai_tokens_used"
+    """
+    WITH charged AS (
+        UPDATE projects SET ai_tokens_used = ai_tokens_used + :tokens, updated_at = now()
+         WHERE id = :project_id RETURNING ai_tokens_used
+    ), ledger AS (
+        INSERT INTO ai_usage (project_id, run_id, model, input_tokens, output_tokens,
+                              cache_read_tokens, cache_write_tokens)
+        SELECT :project_id,
+               (SELECT id FROM workflow_runs WHERE project_id = :project_id
+                   AND status IN ('running', 'awaiting_approval', 'on_hold')),
+               :model, :input_tokens, :output_tokens, :cache_read_tokens, :cache_write_tokens
+          FROM charged WHERE CAST(:tokens AS bigint) > 0
+    )
+    SELECT ai_tokens_used FROM charged
+    """
 )
 _CODE_BLOCK = re.compile(r"```.*?(```|$)", re.DOTALL)
 
@@ -91,7 +103,7 @@ class AgentConversation:
     workflow: Workflow
     notifier: Notifier
     audit: AuditLog
-    max_tokens_per_project: int
+    budgets: Budgets
     history_budget: int = HISTORY_TOKEN_BUDGET
     tool_rounds: int = MAX_TOOL_ROUNDS
     tools: list[dict[str, Any]] = field(default_factory=lambda: [t.definition() for t in TOOLS])
@@ -101,8 +113,9 @@ class AgentConversation:
     ) -> str | None:
         """Store the message and queue the agent's turn; the answer follows by `reply_to`.
 
-        An answer that needs no model (none configured, the budget spent) comes back at
-        once instead.
+        An answer that needs no model (none configured, a budget spent) comes back at
+        once instead; past a budget the message still waits as a turn, answered once the
+        owner raises it.
         """
         text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
         message = await self.store(
@@ -117,9 +130,7 @@ class AgentConversation:
         after_commit(metrics.orchestrator_conversations_total.labels(actor.channel.value).inc)
         if self.gateway is None:
             return NOT_CONFIGURED
-        if project.ai_tokens_used >= self.max_tokens_per_project:
-            log.warning("ai.budget_reached", project_id=str(project.id))
-            return BUDGET_REACHED
+        stopped = await self.budgets.stop_if_over(session, project)
         session.add(
             AgentTurn(
                 project_id=project.id,
@@ -127,9 +138,14 @@ class AgentConversation:
                 actor_id=actor.identity.id,
                 channel=actor.channel,
                 reply_to=reply_to.encode(),
+                # Over budget, the turn waits (not due) until the owner raises the budget.
+                **({"not_before": WAITING_FOR_BUDGET} if stopped is not None else {}),
             )
         )
         await session.flush()
+        if stopped is not None:
+            log.warning("ai.budget_reached", project_id=str(project.id))
+            return stopped  # the turn waits for /budget, which queues it
         await enqueue_turn(session, project.id)
         return None
 
@@ -143,9 +159,17 @@ class AgentConversation:
     ) -> int:
         """Add `usage` to the project's tokens; the new total."""
         # Added in SQL, not in Python: two channels' turns for one project may overlap.
-        total = (
-            await session.execute(_CHARGE, {"project_id": project_id, "tokens": usage.total})
-        ).scalar_one()
+        model = self.gateway.model if self.gateway is not None else "unknown"
+        values = {
+            "project_id": project_id,
+            "tokens": usage.total,
+            "model": model,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_creation_tokens,
+        }
+        total = (await session.execute(_CHARGE, values)).scalar_one()
         return int(total)
 
     async def standing(

@@ -24,6 +24,8 @@ from project_orchestrator.ingress.github.handlers import GitHubEventHandler
 from project_orchestrator.ingress.telegram.desk import TelegramDesk
 from project_orchestrator.ingress.telegram.handlers import TelegramEventHandler
 from project_orchestrator.logging import get_logger
+from project_orchestrator.projects.budget import Budgets, Limits
+from project_orchestrator.projects.spending import configure_prices
 from project_orchestrator.queue.worker import (
     WorkerOptions,
     Workload,
@@ -47,17 +49,25 @@ log = get_logger(__name__)
 
 def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workload:
     """Every client built once, for the life of the worker."""
+    configure_prices(settings.ai_prices)
     outbound = build_outbound(settings, db)
     replier, telegram, notifier = outbound.replier, outbound.telegram, outbound.notifier
     workflow = Workflow(audit)
+    budgets = Budgets(
+        audit,
+        Limits(
+            per_project=settings.ai_max_tokens_per_project,
+            per_run=settings.ai_max_tokens_per_run,
+        ),
+    )
     conversation = AgentConversation(
         gateway=build_gateway(settings),
         workflow=workflow,
         notifier=notifier,
         audit=audit,
-        max_tokens_per_project=settings.ai_max_tokens_per_project,
+        budgets=budgets,
     )
-    desk = CommandDesk(workflow, notifier)
+    desk = CommandDesk(workflow, notifier, budgets)
     readiness = MergeReadiness(workflow, max_fix_attempts=settings.run_max_fix_attempts)
     handlers: dict[EventSource, SourceHandler] = {
         EventSource.GITHUB: GitHubEventHandler(

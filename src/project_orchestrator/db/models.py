@@ -13,6 +13,8 @@ from project_orchestrator.db.base import Base
 from project_orchestrator.db.leases import WorkLease
 from project_orchestrator.events.models import InboundEvent
 from project_orchestrator.projects.models import (
+    AiUsage,
+    BudgetRequest,
     Identity,
     IdentityLinkCode,
     Project,
@@ -31,9 +33,11 @@ metadata = Base.metadata
 
 __all__ = [
     "AgentTurn",
+    "AiUsage",
     "ApprovalGate",
     "Base",
     "BrainstormNote",
+    "BudgetRequest",
     "ComponentStatus",
     "ConversationMessage",
     "ConversationSummary",

@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.projects.models import Project
+from project_orchestrator.projects.spending import project_costs, run_spending
 from project_orchestrator.workflow.models import (
     ACTIVE_RUN_STATUSES,
     ApprovalGate,
@@ -53,4 +54,10 @@ async def status_text(session: AsyncSession, project: Project | None) -> str:
     ).scalar_one_or_none()
     if gate is not None:
         lines.append(f"Waiting for your decision on the {gate.kind.value.replace('_', ' ')}.")
+    spent = await run_spending(session, run.id)
+    if spent.ai.tokens or spent.scar_seconds:
+        lines.append(f"This build so far: {spent.words()}.")
+    total, _ = await project_costs(session, project.id)
+    if total.tokens:
+        lines.append(f"The project in all: {total.words()}.")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy import Identity as GeneratedIdentity
 from sqlalchemy.orm import Mapped, mapped_column
 
 from project_orchestrator.db.base import Base, Timestamps, UUIDPrimaryKey
@@ -77,6 +78,47 @@ class Project(UUIDPrimaryKey, Timestamps, Base):
         server_default=ProjectStatus.ACTIVE.value,
     )
     ai_tokens_used: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The project's own AI budget, raised by its owner with /budget; None: the operators'
+    # AI_MAX_TOKENS_PER_PROJECT.
+    ai_token_limit: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class BudgetScope(enum.StrEnum):
+    PROJECT = "project"
+    RUN = "run"
+
+
+class BudgetRequest(UUIDPrimaryKey, Timestamps, Base):
+    """The agent stopped at a budget and asks the owner to raise it: one open per project.
+    The messages that came meanwhile wait as turns and are answered once it is raised."""
+
+    __tablename__ = "budget_requests"
+    __table_args__ = (
+        Index(
+            "uq_budget_requests_one_open_per_project",
+            "project_id",
+            unique=True,
+            postgresql_where=text("raised_to IS NULL"),
+        ),
+        CheckConstraint("limit_tokens > 0", name="limit_positive"),
+        CheckConstraint(
+            "(raised_to IS NULL) = (decided_at IS NULL AND decided_by_id IS NULL)",
+            name="decision_recorded",
+        ),
+    )
+
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workflow_runs.id", ondelete="CASCADE")
+    )
+    scope: Mapped[BudgetScope] = mapped_column(pg_enum(BudgetScope, "budget_scope"))
+    limit_tokens: Mapped[int] = mapped_column(BigInteger)
+    used_tokens: Mapped[int] = mapped_column(BigInteger)
+    raised_to: Mapped[int | None] = mapped_column(BigInteger)
+    decided_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("identities.id", ondelete="SET NULL")
+    )
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ProjectMember(Timestamps, Base):
@@ -121,3 +163,33 @@ class IdentityLinkCode(UUIDPrimaryKey, Timestamps, Base):
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     consumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AiUsage(Base):
+    """Tokens one model call used, charged with the reply it produced: what a run and a
+    project cost is summed from these (and priced per model at reading time)."""
+
+    __tablename__ = "ai_usage"
+    __table_args__ = (
+        Index("ix_ai_usage_project_id", "project_id"),
+        Index("ix_ai_usage_run_id", "run_id", postgresql_where=text("run_id IS NOT NULL")),
+        Index("ix_ai_usage_created_at", "created_at"),
+        CheckConstraint(
+            "input_tokens >= 0 AND output_tokens >= 0 AND cache_read_tokens >= 0 "
+            "AND cache_write_tokens >= 0",
+            name="tokens_not_negative",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, GeneratedIdentity(always=False), primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    # The run in progress when the model was called (none: chatting between builds).
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("workflow_runs.id", ondelete="SET NULL")
+    )
+    model: Mapped[str] = mapped_column(String(200))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -6,7 +6,16 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, ForeignKey, String, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from project_orchestrator.db.base import Base, Timestamps, UUIDPrimaryKey
@@ -30,6 +39,8 @@ class ScarCommand(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "scar_commands"
     __table_args__ = (
         CheckConstraint("duration_seconds IS NULL OR duration_seconds >= 0", name="duration"),
+        # A run's SCAR time, read with its progress message.
+        Index("ix_scar_commands_run_id", "run_id"),
     )
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.channels.base import Notifier
 from project_orchestrator.errors import OrchestratorError
+from project_orchestrator.projects.budget import Budgets
 from project_orchestrator.projects.lookup import status_text
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import Actor
@@ -19,13 +20,14 @@ from project_orchestrator.workflow.models import GateKind, RunKind
 from project_orchestrator.workflow.notices import announce, gate_name
 from project_orchestrator.workflow.service import Workflow
 
-WORKFLOW_COMMANDS = frozenset({"build", "approve", "reject", "hold", "resume", "cancel"})
+WORKFLOW_COMMANDS = frozenset({"build", "approve", "reject", "hold", "resume", "cancel", "budget"})
 
 
 @dataclass
 class CommandDesk:
     workflow: Workflow
     notifier: Notifier
+    budgets: Budgets
 
     async def run(
         self, session: AsyncSession, project: Project, actor: Actor, name: str, argument: str
@@ -72,6 +74,8 @@ class CommandDesk:
                 run = await self.workflow.resume(session, project, actor)
                 await announce(session, self.notifier, run.id)
                 return "Resumed: picking up where we stopped."
+            case "budget":
+                return await self.budgets.raise_budget(session, project, actor, argument)
             case "cancel":
                 run = await self.workflow.cancel(session, project, actor)
                 await announce(session, self.notifier, run.id)

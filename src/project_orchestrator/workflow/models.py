@@ -122,6 +122,8 @@ class WorkflowRun(UUIDPrimaryKey, Timestamps, Base):
     fix_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The GitHub comment edited in place with the run's progress.
     status_comment_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The run's own AI budget, raised with /budget; None: AI_MAX_TOKENS_PER_RUN.
+    ai_token_limit: Mapped[int | None] = mapped_column(BigInteger)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

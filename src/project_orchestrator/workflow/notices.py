@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from project_orchestrator import keys
 from project_orchestrator.channels.base import GateQuestion, Notifier, ProjectAddress
 from project_orchestrator.projects.models import Project
+from project_orchestrator.projects.spending import RunSpending, run_spending
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.workflow.machine import PHASE_ORDER
 from project_orchestrator.workflow.models import (
@@ -83,7 +84,12 @@ def _clip(text: str, limit: int = QUESTION_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def render_board(run: WorkflowRun, attempts: list[WorkflowPhase], gate: ApprovalGate | None) -> str:
+def render_board(
+    run: WorkflowRun,
+    attempts: list[WorkflowPhase],
+    gate: ApprovalGate | None,
+    spending: RunSpending | None = None,
+) -> str:
     latest: dict[Phase, WorkflowPhase] = {}
     for each in attempts:
         if each.phase not in latest or each.attempt > latest[each.phase].attempt:
@@ -114,6 +120,8 @@ def render_board(run: WorkflowRun, attempts: list[WorkflowPhase], gate: Approval
         lines.append(f"- [{'x' if done else ' '}] {PHASE_NAMES[phase]}{state}")
     if run.pr_url:
         lines += ["", f"Pull request: {run.pr_url}"]
+    if spending is not None and (spending.ai.tokens or spending.scar_seconds):
+        lines += ["", f"Spent so far: {spending.words()}"]
     return "\n".join(lines)
 
 
@@ -182,9 +190,8 @@ async def announce(session: AsyncSession, notifier: Notifier, run_id: uuid.UUID)
     to = ProjectAddress.of(project)
     current = [a for a in attempts if a.phase is run.current_phase]
     stage = f"{run.current_phase}:{max((a.attempt for a in current), default=0)}"
-    await notifier.progress(
-        session, to, board_key(run.id), render_board(run, attempts, gate), stage=stage
-    )
+    board = render_board(run, attempts, gate, await run_spending(session, run.id))
+    await notifier.progress(session, to, board_key(run.id), board, stage=stage)
     if gate is not None:
         vision = None
         if gate.kind is GateKind.VISION:

@@ -18,6 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.db.engine import one_connection_database
+from project_orchestrator.projects.cost import Cost, Usage
+from project_orchestrator.projects.spending import prices
 
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PERIOD = re.compile(r"(\d{1,5})([mhdw])")
@@ -60,7 +62,11 @@ class Summary:
     # Build attempts after a run's first: each one fixes failed checks or a change asked
     # for at the merge gate.
     fix_attempts: int
+    # Every model call charged in the period (interrupted tool rounds included).
     ai_tokens: int
+    # Estimated at the price list's prices; None when a model used has no price.
+    ai_cost_usd: float | None = None
+    ai_unpriced_models: list[str] = field(default_factory=list)
     gate_waits: list[GateWait] = field(default_factory=list)
     failures_by_phase: dict[str, int] = field(default_factory=dict)
 
@@ -91,8 +97,11 @@ _TOTALS = text(
             AND finished_at >= :since AND finished_at < :until) AS median_idea_to_merge,
         (SELECT count(*) FROM workflow_phases WHERE phase = 'execute' AND attempt > 1
             AND created_at >= :since AND created_at < :until) AS fix_attempts,
-        (SELECT coalesce(sum(tokens), 0) FROM conversation_messages
-          WHERE created_at >= :since AND created_at < :until) AS ai_tokens,
+        (SELECT coalesce(json_agg(u), '[]') FROM (
+            SELECT model, sum(input_tokens) AS input, sum(output_tokens) AS output,
+                   sum(cache_read_tokens) AS cache_read, sum(cache_write_tokens) AS cache_write
+              FROM ai_usage WHERE created_at >= :since AND created_at < :until
+             GROUP BY model) u) AS ai_usage,
         (SELECT coalesce(json_agg(w ORDER BY w.kind), '[]') FROM (
             SELECT kind::text AS kind, count(*) AS decisions,
                    percentile_cont(0.5) WITHIN GROUP (
@@ -113,6 +122,7 @@ _TOTALS = text(
 async def summarise(session: AsyncSession, *, since: datetime, until: datetime) -> Summary:
     """The summary of [since, until), read in one statement (one snapshot)."""
     totals = (await session.execute(_TOTALS, {"since": since, "until": until})).one()
+    ai = prices().cost(_usage(row) for row in _json(totals.ai_usage))
     return Summary(
         since=since,
         until=until,
@@ -124,12 +134,24 @@ async def summarise(session: AsyncSession, *, since: datetime, until: datetime) 
         runs_failed=totals.runs_failed,
         median_idea_to_merge_seconds=_seconds(totals.median_idea_to_merge),
         fix_attempts=totals.fix_attempts,
-        ai_tokens=int(totals.ai_tokens),
+        ai_tokens=ai.tokens,
+        ai_cost_usd=ai.dollars,
+        ai_unpriced_models=list(ai.unpriced_models),
         gate_waits=[
             GateWait(w["kind"], int(w["decisions"]), float(w["median_seconds"]))
             for w in _json(totals.gate_waits)
         ],
         failures_by_phase={phase: int(n) for phase, n in _json(totals.failures_by_phase).items()},
+    )
+
+
+def _usage(row: dict[str, Any]) -> Usage:
+    return Usage(
+        str(row["model"]),
+        int(row["input"]),
+        int(row["output"]),
+        int(row["cache_read"]),
+        int(row["cache_write"]),
     )
 
 
@@ -174,7 +196,10 @@ def render_markdown(summary: Summary) -> str:
         + human_duration(summary.median_idea_to_merge_seconds),
         f"- Fix attempts (rebuilds after failed checks or requested changes): "
         f"{summary.fix_attempts}",
-        f"- AI tokens: {summary.ai_tokens:,}",
+        f"- AI tokens: {summary.ai_tokens:,}, "
+        + Cost(
+            summary.ai_tokens, summary.ai_cost_usd, tuple(summary.ai_unpriced_models)
+        ).dollar_words(),
         "",
         "### Waiting for decisions (median)",
         "",

@@ -25,6 +25,7 @@ from project_orchestrator.api.state import AppState, app_state
 from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import ConflictError, NotFoundError
 from project_orchestrator.logging import get_logger
+from project_orchestrator.projects.cost import Cost
 from project_orchestrator.projects.models import (
     Identity,
     MemberRole,
@@ -33,6 +34,7 @@ from project_orchestrator.projects.models import (
     ProjectStatus,
 )
 from project_orchestrator.projects.service import Actor, github_identity
+from project_orchestrator.projects.spending import project_costs, scar_seconds
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.workflow.machine import PHASE_ORDER
 from project_orchestrator.workflow.models import (
@@ -151,6 +153,23 @@ class GateOut(BaseModel):
     expires_at: datetime | None
 
 
+class CostOut(BaseModel):
+    tokens: int = Field(description="AI tokens used (input, output and cache)")
+    estimated_usd: float | None = Field(
+        description="At the price list's prices (AI_PRICES over the published ones); null "
+        "when a model used has no price"
+    )
+    unpriced_models: list[str] = Field(description="Models used that have no price")
+
+    @classmethod
+    def of(cls, cost: Cost) -> CostOut:
+        return cls(
+            tokens=cost.tokens,
+            estimated_usd=cost.dollars,
+            unpriced_models=list(cost.unpriced_models),
+        )
+
+
 class RunOut(BaseModel):
     id: uuid.UUID
     number: int
@@ -167,6 +186,8 @@ class RunOut(BaseModel):
     )
     created_at: datetime
     finished_at: datetime | None
+    ai_cost: CostOut = Field(description="What the AI cost while this run was in progress")
+    scar_seconds: dict[str, float] = Field(description="SCAR's working time by phase, in seconds")
     phases: list[PhaseOut] = Field(description="Every attempt of every phase, oldest first")
     gates: list[GateOut] = Field(description="Every gate the run opened, oldest first")
 
@@ -187,6 +208,7 @@ class MemberOut(BaseModel):
 
 
 class ProjectDetail(ProjectSummary):
+    ai_cost: CostOut = Field(description="What the AI cost for the project in all")
     members: list[MemberOut] = Field(description="Who may decide the project's gates")
     runs: list[RunOut] = Field(description="Newest first")
     vision_documents: list[VisionOut] = Field(description="Every version, newest first")
@@ -347,6 +369,9 @@ async def get_project(project_id: uuid.UUID, session: Session) -> ProjectDetail:
         )
     ).scalars()
     people = await _people(session, (g.decided_by_id for g in gates if g.decided_by_id))
+    project_cost, run_costs = await project_costs(session, project.id)
+    scar_time = await scar_seconds(session, run_ids)
+    no_cost = Cost(0, 0.0)
     # Rows written in one transaction share created_at (now() is the transaction's
     # start), so ties fall back to the workflow's own order.
     phases.sort(key=lambda p: (p.created_at, PHASE_ORDER.index(p.phase), p.attempt))
@@ -356,6 +381,7 @@ async def get_project(project_id: uuid.UUID, session: Session) -> ProjectDetail:
     )
     return ProjectDetail(
         **summary.model_dump(),
+        ai_cost=CostOut.of(project_cost),
         members=[
             MemberOut(role=member.role, person=Person.model_validate(person))
             for member, person in members
@@ -375,6 +401,8 @@ async def get_project(project_id: uuid.UUID, session: Session) -> ProjectDetail:
                 fix_attempts=run.fix_attempts,
                 created_at=run.created_at,
                 finished_at=run.finished_at,
+                ai_cost=CostOut.of(run_costs.get(run.id, no_cost)),
+                scar_seconds=scar_time.get(run.id, {}),
                 phases=[_phase_out(p) for p in phases if p.run_id == run.id],
                 gates=[_gate_out(g, people) for g in gates if g.run_id == run.id],
             )

@@ -39,6 +39,7 @@ Mention me with your idea in plain words and we will shape it together. Commands
 - `/build <what>`: start building something
 - `/approve`, `/reject <why>`: decide the step that is waiting for you
 - `/hold`, `/resume`, `/cancel`: pause, continue or stop the current build
+- `/budget <tokens>`: raise the AI budget when I have stopped at it (the owner only)
 - `/help`: this message"""
 
 

@@ -46,6 +46,7 @@ Just tell me about your idea in plain words. Useful commands:
 /build <what>: start building something
 /approve, /reject <what should change>: decide the step that is waiting for you
 /hold, /resume, /cancel: pause, continue or stop the current build
+/budget <tokens>: raise the AI budget when I have stopped at it (the owner only)
 /link <github-login>: connect your GitHub account
 /help: this message"""
 
