@@ -41,8 +41,9 @@ from project_orchestrator.workflow.checks_step import ChecksStep
 from project_orchestrator.workflow.commands import CommandDesk
 from project_orchestrator.workflow.readiness import MergeReadiness
 from project_orchestrator.workflow.repository import RunRepositories
+from project_orchestrator.workflow.scar_addressing import web_url
 from project_orchestrator.workflow.service import Workflow
-from project_orchestrator.workflow.steps import StepRunner, web_url
+from project_orchestrator.workflow.steps import StepRunner
 
 log = get_logger(__name__)
 

@@ -29,6 +29,7 @@ from project_orchestrator.repos.host import RepositoryError
 from project_orchestrator.repos.pulls import PullRequests, Readiness, Verdict, verdict
 from project_orchestrator.scar.models import ScarCommand
 from project_orchestrator.scar.protocol import ScarError, ScarInvocation
+from project_orchestrator.workflow.base import now
 from project_orchestrator.workflow.measures import end_phase
 from project_orchestrator.workflow.models import (
     ApprovalGate,
@@ -42,7 +43,6 @@ from project_orchestrator.workflow.models import (
 )
 from project_orchestrator.workflow.notices import announce
 from project_orchestrator.workflow.readiness import MergeReadiness
-from project_orchestrator.workflow.service import now
 
 log = get_logger(__name__)
 

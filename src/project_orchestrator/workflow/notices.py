@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import keys
 from project_orchestrator.channels.base import GateQuestion, Notifier, ProjectAddress
+from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.spending import RunSpending, run_spending
+from project_orchestrator.scar.protocol import ScarError, ScarUnavailable
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.workflow.machine import PHASE_ORDER
 from project_orchestrator.workflow.models import (
@@ -28,6 +30,8 @@ from project_orchestrator.workflow.models import (
     WorkflowPhase,
     WorkflowRun,
 )
+
+log = get_logger(__name__)
 
 PHASE_NAMES = {
     Phase.VISION: "Vision: agree on what we are building",
@@ -216,3 +220,21 @@ async def announce(session: AsyncSession, notifier: Notifier, run_id: uuid.UUID)
             f"Done! “{_clip(run.feature_request, 200)}” is merged{link}. "
             "Tell me what you would like next, or `/build` it.",
         )
+
+
+def explain_scar_failure(attempt: WorkflowPhase, error: ScarError) -> str:
+    what = {
+        Phase.PRIME: "reading the project",
+        Phase.PLAN: "planning",
+        Phase.EXECUTE: "building",
+        Phase.VALIDATE: "checking the change",
+        Phase.MERGE: "merging",
+    }.get(attempt.phase, attempt.phase.value)
+    if isinstance(error, ScarUnavailable):
+        # The detail (SCAR's address, the exception) is for operators: logs, not the issue.
+        log.warning("scar.gave_up_unreachable", phase=attempt.phase.value, error=str(error))
+        return (
+            f"SCAR could not be reached while {what}, even after several tries. The "
+            "operators can see why in the logs; once SCAR is back, approve to try again."
+        )
+    return f"SCAR stopped while {what}: {error}"

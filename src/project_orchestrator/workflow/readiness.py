@@ -23,6 +23,7 @@ from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import lock_project
 from project_orchestrator.repos.pulls import Readiness, Verdict
 from project_orchestrator.workflow import machine
+from project_orchestrator.workflow.base import now
 from project_orchestrator.workflow.measures import end_phase
 from project_orchestrator.workflow.models import (
     ApprovalGate,
@@ -34,7 +35,7 @@ from project_orchestrator.workflow.models import (
     WorkflowPhase,
     WorkflowRun,
 )
-from project_orchestrator.workflow.service import Workflow, now
+from project_orchestrator.workflow.service import Workflow
 
 SUMMARY_LIMIT = 3800
 _UNFINISHED = (PhaseStatus.PENDING, PhaseStatus.RUNNING)

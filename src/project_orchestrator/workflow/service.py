@@ -8,9 +8,7 @@ together with any step job they queued.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +24,7 @@ from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.vision.render import NOT_DECIDED, SECTION_WHAT
 from project_orchestrator.vision.render import sections as vision_sections
 from project_orchestrator.workflow import machine
-from project_orchestrator.workflow.base import NOTHING_RUNNING, NotAllowed, WorkflowBase
+from project_orchestrator.workflow.base import NOTHING_RUNNING, NotAllowed, WorkflowBase, now
 from project_orchestrator.workflow.measures import end_phase, gate_decided
 from project_orchestrator.workflow.models import (
     ApprovalGate,
@@ -46,10 +44,6 @@ class Decision:
     gate: ApprovalGate
     run: WorkflowRun
     approved: bool
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def first_version_request(vision: VisionDocument) -> str:
@@ -130,26 +124,6 @@ class Workflow(WorkflowBase):
         await self.start_phase(session, run, machine.first_phase(kind), feedback=None)
         return run
 
-    async def start_phase(
-        self, session: AsyncSession, run: WorkflowRun, phase: Phase, *, feedback: str | None
-    ) -> WorkflowPhase:
-        previous = await self.latest_attempt(session, run.id, phase)
-        attempt = WorkflowPhase(
-            run_id=run.id,
-            phase=phase,
-            attempt=1 if previous is None else previous.attempt + 1,
-            feedback=feedback,
-            status=PhaseStatus.RUNNING if phase is Phase.VISION else PhaseStatus.PENDING,
-            started_at=now() if phase is Phase.VISION else None,
-        )
-        session.add(attempt)
-        run.current_phase = phase
-        run.status = RunStatus.RUNNING
-        await session.flush()
-        if phase in machine.AUTOMATIC_PHASES or phase is Phase.MERGE:
-            await enqueue_step_job(session, StepJob(str(attempt.id)))
-        return attempt
-
     # --- gates ----------------------------------------------------------------------
 
     async def open_vision_gate(
@@ -180,35 +154,6 @@ class Workflow(WorkflowBase):
             summary=f"Vision version {vision.version}",
             user_id=actor.audit_id,
         )
-
-    async def _open_gate(
-        self,
-        session: AsyncSession,
-        run: WorkflowRun,
-        kind: GateKind,
-        version: str,
-        *,
-        phase_id: uuid.UUID | None,
-        summary: str,
-        user_id: str | None,
-    ) -> ApprovalGate:
-        gate = ApprovalGate(
-            run_id=run.id,
-            phase_id=phase_id,
-            kind=kind,
-            artifact_version=version[:128],
-            summary=summary[:4000],
-        )
-        session.add(gate)
-        run.status = RunStatus.AWAITING_APPROVAL
-        await session.flush()
-        self.audit.record(
-            AuditAction.APPROVAL_REQUESTED,
-            user_id=user_id,
-            project_id=run.project_id,
-            details={"run": run.number, "gate": kind.value, "artifact": gate.artifact_version},
-        )
-        return gate
 
     async def decide(
         self,
@@ -348,26 +293,6 @@ class Workflow(WorkflowBase):
         if run.status is RunStatus.RUNNING:
             await self.open_error_gate(session, run, attempt)
 
-    async def open_error_gate(
-        self,
-        session: AsyncSession,
-        run: WorkflowRun,
-        attempt: WorkflowPhase,
-        *,
-        summary: str | None = None,
-    ) -> ApprovalGate:
-        """Ask the person what to do about the failed attempt (`summary`: its story, when
-        more than the attempt's own error)."""
-        return await self._open_gate(
-            session,
-            run,
-            GateKind.ERROR_RESOLUTION,
-            keys.failed_phase_version(attempt.id),
-            phase_id=attempt.id,
-            summary=summary or attempt.error or "The step failed.",
-            user_id=None,
-        )
-
     async def _advance(
         self, session: AsyncSession, run: WorkflowRun, attempt: WorkflowPhase
     ) -> None:
@@ -416,18 +341,6 @@ class Workflow(WorkflowBase):
             )
             return
         raise ValueError(f"no gate of kind {kind} follows a phase")
-
-    @staticmethod
-    def merge_artifact(run: WorkflowRun) -> str:
-        if run.pr_head_sha:
-            return keys.pr_head_version(run.pr_head_sha)
-        return keys.pr_version(run.pr_number, run.branch)
-
-    async def _next_attempt_number(
-        self, session: AsyncSession, run_id: uuid.UUID, phase: Phase
-    ) -> int:
-        previous = await self.latest_attempt(session, run_id, phase)
-        return 1 if previous is None else previous.attempt + 1
 
     # --- hold, resume, cancel -------------------------------------------------------
 

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import keys, metrics
@@ -49,8 +49,12 @@ from project_orchestrator.workflow.models import (
     WorkflowPhase,
     WorkflowRun,
 )
-from project_orchestrator.workflow.notices import announce
+from project_orchestrator.workflow.notices import announce, explain_scar_failure
 from project_orchestrator.workflow.repository import NO_OWNER_CONFIGURED, RunRepositories
+from project_orchestrator.workflow.scar_addressing import (
+    conversation_id,
+    conversation_started,
+)
 from project_orchestrator.workflow.service import Workflow
 
 log = get_logger(__name__)
@@ -75,14 +79,6 @@ class _NeedsRepository:
 
     project_id: uuid.UUID
     project_name: str
-
-
-def web_url(api_url: str) -> str:
-    """github.com for the public API; the host of a GitHub Enterprise API otherwise."""
-    base = api_url.rstrip("/")
-    if base == "https://api.github.com":
-        return "https://github.com"
-    return base.removesuffix("/api/v3")
 
 
 @dataclass
@@ -199,14 +195,14 @@ class StepRunner:
             run_id=run.id,
             command_id=command.id,
             invocation=ScarInvocation(
-                conversation_id=command.conversation_id or _conversation(run),
+                conversation_id=command.conversation_id or conversation_id(run),
                 repo=repo,
                 repo_url=f"{self.github_web_url}/{repo}",
                 command=step.command,
                 args=step.args,
                 command_key=f"po-{attempt.id}",
                 codebase=project.scar_codebase,
-                open_repository=not await _conversation_started(session, run, command),
+                open_repository=not await conversation_started(session, run, command),
                 sent_before=command.sent_at is not None,
             ),
             vision=(
@@ -298,7 +294,7 @@ class StepRunner:
                 transport=self.transport,
                 command=step.command,
                 args=step.args,
-                conversation_id=_conversation(run),
+                conversation_id=conversation_id(run),
                 status=ScarCommandStatus.RUNNING,
                 started_at=datetime.now(UTC),
             )
@@ -345,7 +341,8 @@ class StepRunner:
         if attempt.status is not PhaseStatus.RUNNING:
             return  # cancelled while SCAR worked: keep the output, change nothing
         if error is not None:
-            await self.workflow.phase_failed(session, run, attempt, _explain(attempt, error))
+            why = explain_scar_failure(attempt, error)
+            await self.workflow.phase_failed(session, run, attempt, why)
             return
         text = output.text if output is not None else ""
         problem = self._apply_artifacts(run, attempt, command)
@@ -495,39 +492,3 @@ class StepRunner:
         attempt = await session.get(WorkflowPhase, phase_id)
         if attempt is not None:
             await announce(session, self.notifier, attempt.run_id)
-
-
-def _conversation(run: WorkflowRun) -> str:
-    """One SCAR conversation per run: its commands share SCAR's AI session."""
-    return f"po-run-{run.id}"
-
-
-async def _conversation_started(
-    session: AsyncSession, run: WorkflowRun, command: ScarCommand
-) -> bool:
-    """Whether an earlier command of the conversation went to SCAR (it has the repository)."""
-    earlier = select(ScarCommand.id).where(
-        ScarCommand.run_id == run.id,
-        ScarCommand.conversation_id == command.conversation_id,
-        ScarCommand.id != command.id,
-        ScarCommand.sent_at.is_not(None),
-    )
-    return bool((await session.execute(select(exists(earlier)))).scalar())
-
-
-def _explain(attempt: WorkflowPhase, error: ScarError) -> str:
-    what = {
-        Phase.PRIME: "reading the project",
-        Phase.PLAN: "planning",
-        Phase.EXECUTE: "building",
-        Phase.VALIDATE: "checking the change",
-        Phase.MERGE: "merging",
-    }.get(attempt.phase, attempt.phase.value)
-    if isinstance(error, ScarUnavailable):
-        # The detail (SCAR's address, the exception) is for operators: logs, not the issue.
-        log.warning("scar.gave_up_unreachable", phase=attempt.phase.value, error=str(error))
-        return (
-            f"SCAR could not be reached while {what}, even after several tries. The "
-            "operators can see why in the logs; once SCAR is back, approve to try again."
-        )
-    return f"SCAR stopped while {what}: {error}"
