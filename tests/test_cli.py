@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,35 @@ def test_help_lists_commands(tmp_path: Path, command: list[str]) -> None:
     result = run_cli(command, {}, tmp_path)
     assert result.returncode == 0
     assert "Usage" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed")
+def test_database_url_prints_the_form_psql_takes(tmp_path: Path, pg_server_url: str) -> None:
+    url = postgres.create_database(pg_server_url)
+    try:
+        result = run_cli(["database-url"], {"DATABASE_URL": url}, tmp_path)
+        assert result.returncode == 0, result.stderr
+        printed = result.stdout.strip()
+        assert printed.startswith("postgresql://")
+        assert "+asyncpg" not in printed
+        # The recipe as the runbook writes it: psql "$(orchestrator database-url)".
+        psql = shutil.which("psql")
+        assert psql is not None
+        query = subprocess.run(
+            [psql, printed, "-tAc", "SELECT current_database()"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert query.returncode == 0, query.stderr
+        assert query.stdout.strip() == printed.rsplit("/", 1)[1].split("?")[0]
+    finally:
+        postgres.drop_database(pg_server_url, url)
+
+
+def test_database_url_without_one_says_why(tmp_path: Path) -> None:
+    result = run_cli(["database-url"], {}, tmp_path)
+    assert result.returncode == 2
+    assert "DATABASE_URL is not set" in result.stderr
+    assert result.stdout == ""

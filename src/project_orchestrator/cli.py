@@ -113,6 +113,24 @@ def migrate() -> None:
     typer.echo("Database is at the latest migration.")
 
 
+@app.command("database-url")
+def database_url() -> None:
+    """Print DATABASE_URL as psql and pg_dump take it: psql "$(orchestrator database-url)"."""
+    settings = _load_settings()
+    if not settings.database_url:
+        typer.echo(
+            "DATABASE_URL is not set: the embedded database runs only inside "
+            "`orchestrator serve` (and one-off commands such as `orchestrator report`). "
+            "Set DATABASE_URL to use psql or pg_dump.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    from project_orchestrator.db.raw import asyncpg_dsn
+
+    # SQLAlchemy's `postgresql+asyncpg://` without the driver is the libpq form.
+    typer.echo(asyncpg_dsn(settings.database_url))
+
+
 @app.command()
 def doctor() -> None:
     """Check configuration, database, migrations, AI, Telegram, GitHub and SCAR."""
