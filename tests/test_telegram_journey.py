@@ -166,6 +166,33 @@ async def test_from_hi_to_a_merged_pull_request_with_buttons(chat: Chat) -> None
     assert len(progress) <= 8, "one progress message per phase, not a flood"
 
 
+async def test_at_its_budget_the_agent_offers_a_button_that_raises_it(chat: Chat) -> None:
+    chat.settings = chat.settings.model_copy(update={"ai_max_tokens_per_project": 50})
+    await chat.send("/start")
+    await chat.send("/new Meal planner")
+    chat.anthropic.reply_text("Lovely! Who is it for?")
+    await chat.send("An app that plans family meals")
+    assert "Who is it for" in chat.last()
+    calls = chat.anthropic.request_count
+    chat.anthropic.reply_text("Busy parents it is. What should it do?")
+    await chat.send("Busy parents")
+    stopped = chat.said()[-1]
+    assert "has used its AI budget" in stopped["plain"]
+    assert chat.anthropic.request_count == calls
+    data = chat.button(stopped, "Raise the budget")
+    assert data.startswith("budget:")
+    assert len(data.encode()) <= 64  # Telegram's limit for callback data
+
+    await chat.tap(data, stopped["message_id"])
+    assert "now" in chat.telegram.callback_answers[-1]["text"]
+    assert any("Busy parents it is" in m["plain"] for m in chat.said())
+    assert "budget_raised" in chat.audit_actions()
+
+    await chat.tap(data, stopped["message_id"])  # a second tap: already done
+    assert "Already raised" in chat.telegram.callback_answers[-1]["text"]
+    assert chat.audit_actions().count("budget_raised") == 1
+
+
 async def test_a_stranger_gets_one_refusal(chat: Chat) -> None:
     await chat.send("/start", user=STRANGER)
     await chat.send("hello?", user=STRANGER)

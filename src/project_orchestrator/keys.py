@@ -143,6 +143,11 @@ def gate_button(gate_id: object, verb: str) -> str:
     return f"gate:{gate_id}:{verb}"
 
 
+def budget_button(request_id: object, amount: int) -> str:
+    """A Telegram button's callback data: `budget:<request id>:<tokens>` (under 64 bytes)."""
+    return f"budget:{request_id}:{amount}"
+
+
 def repository_created(project_id: uuid.UUID) -> str:
     return f"repository-created:{project_id}"
 

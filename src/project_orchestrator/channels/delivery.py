@@ -19,9 +19,11 @@ import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from github import GithubException
 from pgqueuer.errors import RetryRequested
+from telegram import InlineKeyboardMarkup
 from telegram.error import BadRequest, TelegramError
 
 from project_orchestrator import metrics
@@ -29,7 +31,7 @@ from project_orchestrator.channels import outbox
 from project_orchestrator.channels.github import GitHubPoster
 from project_orchestrator.channels.models import OutboundKind
 from project_orchestrator.channels.outbox import PendingMessage
-from project_orchestrator.channels.telegram import TelegramSender, gate_buttons
+from project_orchestrator.channels.telegram import TelegramSender, budget_buttons, gate_buttons
 from project_orchestrator.db.engine import Database
 from project_orchestrator.logging import get_logger
 
@@ -124,10 +126,7 @@ class OutboxDelivery:
         if kind is OutboundKind.TELEGRAM_PROGRESS and message.external_id is not None:
             await sender.edit(chat_id, int(message.external_id), message.body)
             return message.external_id
-        gate_id = message.payload.get("gate_id")
-        sent = await sender.send(
-            chat_id, message.body, gate_buttons(gate_id) if gate_id is not None else None
-        )
+        sent = await sender.send(chat_id, message.body, _buttons(message.payload))
         return str(sent[-1].message_id) if sent else None
 
     async def _github(self, message: PendingMessage) -> str:
@@ -161,3 +160,13 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TelegramError):
         return f"Telegram: {type(exc).__name__}"
     return type(exc).__name__
+
+
+def _buttons(payload: dict[str, Any]) -> InlineKeyboardMarkup | None:
+    """A gate's Approve and Reject, or the budget's Raise, when the message carries one."""
+    if payload.get("gate_id") is not None:
+        return gate_buttons(payload["gate_id"])
+    budget = payload.get("budget")
+    if isinstance(budget, dict):
+        return budget_buttons(budget["request_id"], int(budget["amount"]))
+    return None

@@ -71,12 +71,16 @@ async def stage_message(
     *,
     gate_id: object | None = None,
     progress: bool = False,
+    budget: tuple[object, int] | None = None,
 ) -> None:
     """A message to the chat, sent after the session commits: with the gate's buttons when
-    `gate_id` is given; with `progress`, one message per key edited in place."""
+    `gate_id` is given, a button raising the budget request to the amount in `budget`;
+    with `progress`, one message per key edited in place."""
     payload: dict[str, Any] = {"chat_id": chat_id}
     if gate_id is not None:
         payload["gate_id"] = str(gate_id)
+    if budget is not None:
+        payload["budget"] = {"request_id": str(budget[0]), "amount": budget[1]}
     await outbox.stage(
         session,
         channel=Channel.TELEGRAM,

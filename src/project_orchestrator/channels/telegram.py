@@ -50,6 +50,13 @@ def gate_buttons(gate_id: object) -> InlineKeyboardMarkup:
     )
 
 
+def budget_buttons(request_id: object, amount: int) -> InlineKeyboardMarkup:
+    label = f"💰 Raise the budget to {amount:,} tokens"
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(label, callback_data=keys.budget_button(request_id, amount))]]
+    )
+
+
 @dataclass
 class TelegramSender:
     """Every call to the Bot API goes through here, so 429s are respected everywhere."""

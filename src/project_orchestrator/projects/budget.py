@@ -10,6 +10,7 @@ messages be answered.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -75,6 +76,11 @@ def parse_amount(argument: str) -> int | None:
         return None
     amount = int(digits) * {"": 1, "k": 1_000, "m": 1_000_000}[found.group(2).lower()]
     return amount if 0 < amount <= MAX_BUDGET else None
+
+
+def suggested_budget(used: int, limit: int) -> int:
+    """What the owner is offered: twice the cap, and at least 100,000 tokens more."""
+    return min(MAX_BUDGET, max(limit * 2, used + 100_000))
 
 
 @dataclass
@@ -150,7 +156,7 @@ class Budgets:
             used, limit, what = standing.project_used, standing.project_limit, "This project"
         else:
             used, limit, what = standing.run_used, standing.run_limit or 0, "This build"
-        suggestion = max(limit * 2, used + 100_000)
+        suggestion = suggested_budget(used, limit)
         return (
             f"{what} has used its AI budget ({used:,} of {limit:,} tokens), so I have "
             "stopped here. Your message is saved, and I will answer it as soon as the "
@@ -228,6 +234,20 @@ class Budgets:
         if request is not None:
             said += " I am answering what you said meanwhile."
         return said
+
+    async def raise_button(
+        self, session: AsyncSession, project: Project
+    ) -> tuple[uuid.UUID, int] | None:
+        """The open request and the figure a one-tap raise offers, if one is open."""
+        request = await self._open_request(session, project.id)
+        if request is None:
+            return None
+        return request.id, suggested_budget(request.used_tokens, request.limit_tokens)
+
+    async def request_by_id(
+        self, session: AsyncSession, request_id: uuid.UUID
+    ) -> BudgetRequest | None:
+        return await session.get(BudgetRequest, request_id)
 
     @staticmethod
     async def _open_request(session: AsyncSession, project_id: object) -> BudgetRequest | None:

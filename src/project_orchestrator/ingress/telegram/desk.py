@@ -173,7 +173,13 @@ class TelegramDesk:
         reply_to = ReplyTo.telegram(said.chat_id, keys.telegram_reply(said.update_id))
         immediate = await self.conversation.respond(session, project, actor, text, reply_to)
         if immediate is not None:  # else the agent answers by itself, in a moment
-            await self.reply(session, said, immediate)
+            # Stopped at a budget: a button raises it in one tap (the owner's only). Its
+            # own key: the agent's answer, once the budget is raised, takes the reply's.
+            button = await self.commands.budgets.raise_button(session, project)
+            key = keys.telegram_reply(said.update_id)
+            if button is not None:
+                key += ":budget"
+            await stage_message(session, said.chat_id, key, immediate, budget=button)
 
     async def _feedback(
         self, session: AsyncSession, chat: TelegramChat, actor: Actor, text: str
@@ -280,8 +286,12 @@ class TelegramDesk:
     # --- buttons -------------------------------------------------------------------
 
     async def button(self, session: AsyncSession, said: Said, query: CallbackQuery) -> None:
-        """Approve or Reject on a gate's question; the tap is always answered."""
-        _, gate_text, choice = (query.data or "::").split(":", 2)
+        """Approve or Reject on a gate's question, or Raise on a budget; the tap is always
+        answered."""
+        kind, gate_text, choice = [*(query.data or "").split(":", 2), "", "", ""][:3]
+        if kind == "budget":
+            await self._budget_button(session, said, query, gate_text, choice)
+            return
         gate = await _gate(session, gate_text)
         if gate is None or choice not in ("approve", "reject"):
             await self._answer(session, said, query, "This button no longer does anything.")
@@ -308,6 +318,40 @@ class TelegramDesk:
         await self._answer(session, said, query, answer)
         await session.refresh(gate)
         if gate.status is not GateStatus.PENDING:
+            await self._drop_buttons(session, said.chat_id, query)
+        await self.reply(session, said, answer)
+
+    async def _budget_button(
+        self,
+        session: AsyncSession,
+        said: Said,
+        query: CallbackQuery,
+        request_text: str,
+        amount: str,
+    ) -> None:
+        """Raise on a budget request: the owner's `/budget <amount>` in one tap."""
+        try:
+            request_id = uuid.UUID(request_text)
+        except ValueError:
+            request_id = None
+        budgets = self.commands.budgets
+        request = await budgets.request_by_id(session, request_id) if request_id else None
+        if request is None or not amount.isdigit():
+            await self._answer(session, said, query, "This button no longer does anything.")
+            return
+        if request.raised_to is not None:
+            await self._answer(session, said, query, f"Already raised to {request.raised_to:,}.")
+            await self._drop_buttons(session, said.chat_id, query)
+            return
+        project = await session.get(Project, request.project_id)
+        if project is None:
+            await self._answer(session, said, query, "That project no longer exists.")
+            return
+        actor = await self._actor(session, said.user)
+        answer = await self.commands.run(session, project, actor, "budget", amount)
+        await self._answer(session, said, query, answer)
+        await session.refresh(request)
+        if request.raised_to is not None:
             await self._drop_buttons(session, said.chat_id, query)
         await self.reply(session, said, answer)
 
