@@ -147,6 +147,7 @@ def all_good(tmp_path: Path, fakes: Fakes, database_url: str, **overrides: Any) 
         "github_access_token": GITHUB_TOKEN,
         "github_api_url": fakes.github.url,
         "github_webhook_secret": WEBHOOK_SECRET,
+        "github_bot_mention": "@orc-bot",
         "scar_base_url": fakes.scar.url,
     }
     values.update(overrides)
@@ -331,6 +332,17 @@ async def test_telegram_polling_with_a_webhook_set_warns(
     assert telegram.status is CheckStatus.WARN
     assert telegram.hint is not None
     assert "delete-webhook" in telegram.hint
+
+
+async def test_a_mention_that_is_not_the_tokens_login_warns(
+    tmp_path: Path, fakes: Fakes, database_url: str
+) -> None:
+    settings = all_good(tmp_path, fakes, database_url, github_bot_mention="@orchestrator")
+    github = by_name(await run_checks(settings))["github"]
+    assert github.status is CheckStatus.WARN
+    assert "GITHUB_BOT_MENTION is @orchestrator" in github.message
+    assert "mention @orc-bot are ignored" in github.message
+    assert github.hint == "set GITHUB_BOT_MENTION=@orc-bot, the account people mention"
 
 
 async def test_github_without_webhook_secret_warns(

@@ -15,6 +15,7 @@ from project_orchestrator.channels.models import OutboundMessage, OutboundStatus
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
 from project_orchestrator.events.cli import replay
+from project_orchestrator.ingress.github import handlers as github_handlers
 from project_orchestrator.projects.models import Identity, Project
 from project_orchestrator.workflow.models import (
     ApprovalGate,
@@ -26,6 +27,7 @@ from project_orchestrator.workflow.models import (
 from tests.conftest import make_settings
 from tests.support.fake_github import FakeGitHub
 from tests.support.github_payloads import issue_comment, repository, signed
+from tests.support.logs import RecordingLogger
 from tests.support.webhooks import SECRET, URL, webhook_client
 from tests.support.worker import work_until_idle
 
@@ -153,6 +155,25 @@ async def test_nothing_to_answer_is_ignored(
     await work_until_idle(_settings(tmp_path, database_url, github), db)
     assert github.comments(REPO, 7) == []
     assert await _statuses(db) == ["ignored"]
+
+
+async def test_a_comment_that_does_not_mention_the_bot_is_ignored_with_the_reason_logged(
+    tmp_path: Path,
+    database_url: str,
+    db: Database,
+    github: FakeGitHub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logs = RecordingLogger()
+    monkeypatch.setattr(github_handlers, "log", logs)
+    mentioning_the_account = issue_comment("@orc-bot please build a shop", repo=REPO)
+    await _deliver(tmp_path, database_url, "issue_comment", mentioning_the_account)
+    await work_until_idle(_settings(tmp_path, database_url, github), db)
+    assert github.comments(REPO, 7) == []
+    assert await _statuses(db) == ["ignored"]
+    [(level, _, fields)] = [r for r in logs.records if r[1] == "github.comment_ignored"]
+    assert level == "info"
+    assert fields["reason"] == "does not mention @orchestrator (GITHUB_BOT_MENTION)"
 
 
 async def test_unhandled_event_kinds_are_stored_and_ignored(

@@ -492,6 +492,14 @@ async def check_github(settings: Settings, http: httpx.AsyncClient) -> CheckResu
             "/webhooks/github refuses every delivery",
             "set GITHUB_WEBHOOK_SECRET to the secret of the repository's webhook",
         )
+    mention = settings.github_bot_mention.lstrip("@")
+    if login != "?" and mention.lower() != login.lower().removesuffix("[bot]"):
+        return warn(
+            name,
+            f"authenticated as {login}, but GITHUB_BOT_MENTION is @{mention}: comments that "
+            f"mention @{login} are ignored, and only @{mention} is answered",
+            f"set GITHUB_BOT_MENTION=@{login.removesuffix('[bot]')}, the account people mention",
+        )
     scopes = response.headers.get("x-oauth-scopes")
     if scopes is not None:
         granted = {s.strip() for s in scopes.split(",")}

@@ -129,13 +129,17 @@ class GitHubEventHandler:
             # SCAR's replies: the GitHub transport reads them from the stored event.
             return EventStatus.HANDLED
         if author.get("type") == "Bot" or login.endswith("[bot]"):
-            return EventStatus.IGNORED
+            return self._ignored(event, "written by a bot")
         if payload.get("action") == "edited":
             # An edit is not a new instruction: fixing a typo must not approve twice.
-            return EventStatus.IGNORED
+            return self._ignored(event, "an edit, not a new comment")
         parsed = parse_comment(comment.get("body") or "", self.settings.github_bot_mention)
         if not parsed.mentioned:
-            return EventStatus.IGNORED
+            # Said at info level: a GITHUB_BOT_MENTION that is not the account people
+            # mention makes every comment land here (doctor warns about it too).
+            return self._ignored(
+                event, f"does not mention {self.settings.github_bot_mention} (GITHUB_BOT_MENTION)"
+            )
         key_base = keys.github_comment(repo, number, comment["id"])
         if not self._allowed(login, comment.get("author_association")):
             self.audit.record(
@@ -230,6 +234,11 @@ class GitHubEventHandler:
             github_repo=repo,
             github_issue_number=number,
         )
+
+    @staticmethod
+    def _ignored(event: InboundEvent, reason: str) -> EventStatus:
+        log.info("github.comment_ignored", event_id=event.id, reason=reason)
+        return EventStatus.IGNORED
 
     def _allowed(self, login: str, association: object) -> bool:
         allowed = {user.lower() for user in self.settings.github_allowed_users}
