@@ -177,6 +177,42 @@ def test_every_published_port_binds_loopback_only(services: dict[str, dict[str, 
     assert "ports" not in services["worker"], "workers serve nothing; scaling must not clash"
 
 
+def _default(value: str) -> str:
+    """`${VAR:-default}` as compose resolves it with VAR unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_no_two_services_share_a_host_port_and_the_database_stays_inside(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert "ports" not in services["db"], "a PostgreSQL on the host already has 5432"
+    taken: dict[str, str] = {}
+    for name, service in services.items():
+        for port in service.get("ports") or []:
+            host_port = _default(str(port)).split(":")[1]
+            assert host_port not in taken, f"{name} and {taken.get(host_port)} on {host_port}"
+            taken[host_port] = name
+    # SCAR's adapter listens on 3000: nothing of ours takes that host port.
+    assert "3000" not in taken
+
+
+def test_scar_is_reached_by_service_name_not_loopback(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in APP_SERVICES:
+        url = _default(str(services[name]["environment"]["SCAR_BASE_URL"]))
+        assert url == "http://scar:3000", name
+
+
+def test_stopping_waits_longer_than_the_drains(services: dict[str, dict[str, Any]]) -> None:
+    defaults = Settings(_env_file=None)
+    for name in ("app", "worker"):
+        grace = str(services[name]["stop_grace_period"])
+        seconds = int(grace.removesuffix("s"))
+        # The request drain (20 s) and then the jobs' (WORKER_DRAIN_TIMEOUT_SECONDS).
+        assert seconds > 20 + defaults.worker_drain_timeout_seconds, name
+
+
 def test_migrate_runs_once_after_the_database_is_healthy(
     services: dict[str, dict[str, Any]],
 ) -> None:
