@@ -148,6 +148,18 @@ async def test_metrics_exposes_every_contract_metric(client: httpx.AsyncClient) 
     assert "/no/such/page" not in text
 
 
+async def test_the_docs_and_the_schema_are_counted_under_their_own_routes(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.get("/openapi.json")).status_code == 200
+    assert (await client.get("/docs")).status_code == 200
+    await client.get("/api/v1/projects/not-a-uuid")  # a path with a parameter in it
+    text = (await client.get("/metrics")).text
+    assert 'route="/openapi.json",status="200"' in text
+    assert 'route="/docs",status="200"' in text
+    assert "not-a-uuid" not in text
+
+
 async def test_request_id_is_echoed_or_created(client: httpx.AsyncClient) -> None:
     given = await client.get("/health", headers={"X-Request-ID": "abc12345-trace"})
     assert given.headers["x-request-id"] == "abc12345-trace"

@@ -70,8 +70,16 @@ def _incoming_request_id(scope: Scope) -> str | None:
 def route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    # A plain Starlette route (/docs, /openapi.json) sets its endpoint but not "route".
+    # Without path parameters its path is its template: as few labels as such routes.
+    if scope.get("endpoint") is not None and not scope.get("path_params"):
+        matched = scope.get("path")
+        if isinstance(matched, str):
+            return matched
     # Unmatched paths are folded into one label so scanners cannot explode cardinality.
-    return path if isinstance(path, str) else "unmatched"
+    return "unmatched"
 
 
 def close_after_server_error(message: Message) -> None:
