@@ -80,3 +80,20 @@ def test_database_url_without_one_says_why(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "DATABASE_URL is not set" in result.stderr
     assert result.stdout == ""
+
+
+def test_doctor_checks_the_embedded_database_once_it_exists(tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path / "data")}
+    before = run_cli(["doctor"], env, tmp_path)
+    assert "it is not created yet" in before.stdout
+    assert "`orchestrator serve` (or `orchestrator migrate`) creates and migrates it" in (
+        before.stdout
+    )
+    assert not (tmp_path / "data").exists()  # doctor created nothing
+
+    made = run_cli(["migrate"], env, tmp_path)
+    assert made.returncode == 0, made.stderr
+    after = run_cli(["doctor"], env, tmp_path)
+    lines = after.stdout.splitlines()
+    for name in ("database", "migrations", "queue"):
+        assert any(line.startswith("[ ok ] " + name) for line in lines), after.stdout

@@ -135,9 +135,17 @@ def database_url() -> None:
 def doctor() -> None:
     """Check configuration, database, migrations, AI, Telegram, GitHub and SCAR."""
     settings = _load_settings()
-    from project_orchestrator.doctor import exit_code, render, run_checks
+    from project_orchestrator.doctor import embedded_exists, exit_code, render, run_checks
 
-    results = asyncio.run(run_checks(settings))
+    if embedded_exists(settings):
+        # The embedded database, checked for real: attached to the server a running
+        # `serve` holds, or started for the checks and stopped after them.
+        from project_orchestrator.runtime import database_url_for_cli
+
+        with database_url_for_cli(settings) as url:
+            results = asyncio.run(run_checks(settings, url))
+    else:
+        results = asyncio.run(run_checks(settings))
     typer.echo(render(results))
     raise typer.Exit(exit_code(results))
 

@@ -13,6 +13,7 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -211,22 +212,32 @@ async def _check_migrations(conn: AsyncConnection) -> CheckResult:
     )
 
 
+def embedded_pgdata(settings: Settings) -> Path:
+    return (settings.data_dir / "postgres").resolve()
+
+
+def embedded_exists(settings: Settings) -> bool:
+    """With DATABASE_URL unset: whether the embedded database was created (by serve or
+    migrate). Doctor then checks it for real, attaching to the server serve runs."""
+    return settings.database_url is None and (embedded_pgdata(settings) / "PG_VERSION").exists()
+
+
 async def check_database(
     settings: Settings, database_url: str | None
 ) -> tuple[CheckResult, CheckResult]:
     """The database check and the migrations check, which needs its connection."""
     if database_url is None:
-        pgdata = (settings.data_dir / "postgres").resolve()
+        pgdata = embedded_pgdata(settings)
         return (
             warn(
                 "database",
                 f"DATABASE_URL is unset: embedded PostgreSQL under DATA_DIR ({pgdata}) "
-                "will be used",
+                "will be used; it is not created yet",
                 "set DATABASE_URL to use your own PostgreSQL server"
                 if settings.is_production
-                else None,
+                else "`orchestrator serve` (or `orchestrator migrate`) creates and migrates it",
             ),
-            warn("migrations", "not checked: `orchestrator serve` migrates the embedded database"),
+            warn("migrations", "not checked: the embedded database is not created yet"),
         )
     skipped = warn("migrations", "not checked: the database is unreachable")
     try:
@@ -636,7 +647,7 @@ async def run_checks(settings: Settings, database_url: str | None = None) -> lis
         secrets.append(password)
     secrets.sort(key=len, reverse=True)
     if url is None:
-        queue = warn("queue", "not checked: the embedded database is not running")
+        queue = warn("queue", "not checked: the embedded database is not created yet")
     elif database.status is not CheckStatus.OK:
         queue = warn("queue", "not checked: the database is unreachable")
     elif migrations.status is not CheckStatus.OK:
