@@ -20,6 +20,7 @@ from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import Actor, lock_project, may_decide
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.workflow import machine
+from project_orchestrator.workflow.measures import end_phase
 from project_orchestrator.workflow.models import (
     ACTIVE_RUN_STATUSES,
     ApprovalGate,
@@ -231,6 +232,25 @@ class WorkflowBase:
     ) -> int:
         previous = await self.latest_attempt(session, run_id, phase)
         return 1 if previous is None else previous.attempt + 1
+
+    async def end_run(self, session: AsyncSession, run: WorkflowRun, status: RunStatus) -> None:
+        """End the run (cancelled, or completed outside the merge step): its question
+        expires and whatever was under way stops."""
+        run.status = status
+        run.held_from = None
+        run.finished_at = now()
+        gate = await self.pending_gate(session, run.id)
+        if gate is not None:
+            gate.status = GateStatus.EXPIRED
+        unfinished = await session.execute(
+            select(WorkflowPhase).where(
+                WorkflowPhase.run_id == run.id,
+                WorkflowPhase.status.in_((PhaseStatus.PENDING, PhaseStatus.RUNNING)),
+            )
+        )
+        for attempt in unfinished.scalars():
+            end_phase(attempt, PhaseStatus.CANCELLED)
+        await session.flush()
 
     def _audit_run(self, action: AuditAction, actor: Actor, run: WorkflowRun) -> None:
         self.audit.record(

@@ -23,7 +23,6 @@ from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import lock_project
 from project_orchestrator.repos.pulls import Readiness, Verdict
 from project_orchestrator.workflow import machine
-from project_orchestrator.workflow.base import now
 from project_orchestrator.workflow.measures import end_phase
 from project_orchestrator.workflow.models import (
     ApprovalGate,
@@ -104,20 +103,8 @@ class MergeReadiness:
         self, session: AsyncSession, run: WorkflowRun, *, merged: bool, by: str | None
     ) -> None:
         """A person merged (the run is done) or closed (it is cancelled) the pull request."""
-        run.status = RunStatus.COMPLETED if merged else RunStatus.CANCELLED
-        run.held_from = None
-        run.finished_at = now()
-        gate = await self.workflow.pending_gate(session, run.id)
-        if gate is not None:
-            gate.status = GateStatus.EXPIRED
-        unfinished = await session.execute(
-            select(WorkflowPhase).where(
-                WorkflowPhase.run_id == run.id, WorkflowPhase.status.in_(_UNFINISHED)
-            )
-        )
-        for each in unfinished.scalars():
-            end_phase(each, PhaseStatus.CANCELLED)
-        await session.flush()
+        ended = RunStatus.COMPLETED if merged else RunStatus.CANCELLED
+        await self.workflow.end_run(session, run, ended)
         self.workflow.audit.record(
             AuditAction.WORKFLOW_COMPLETED if merged else AuditAction.WORKFLOW_CANCELLED,
             user_id=keys.github_user(by) if by else None,

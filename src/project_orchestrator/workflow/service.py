@@ -392,21 +392,7 @@ class Workflow(WorkflowBase):
 
     async def cancel(self, session: AsyncSession, project: Project, actor: Actor) -> WorkflowRun:
         run = await self._run_to_change(session, project, actor, "cancel")
-        run.status = RunStatus.CANCELLED
-        run.held_from = None
-        run.finished_at = now()
-        gate = await self.pending_gate(session, run.id)
-        if gate is not None:
-            gate.status = GateStatus.EXPIRED
-        unfinished = await session.execute(
-            select(WorkflowPhase).where(
-                WorkflowPhase.run_id == run.id,
-                WorkflowPhase.status.in_((PhaseStatus.PENDING, PhaseStatus.RUNNING)),
-            )
-        )
-        for attempt in unfinished.scalars():
-            end_phase(attempt, PhaseStatus.CANCELLED)
-        await session.flush()
+        await self.end_run(session, run, RunStatus.CANCELLED)
         self._audit_run(AuditAction.WORKFLOW_CANCELLED, actor, run)
         return run
 
