@@ -132,6 +132,56 @@ def database_url() -> None:
 
 
 @app.command()
+def backup(
+    file: Annotated[
+        str | None, typer.Argument(help="Where to write it (default orchestrator-<time>.dump)")
+    ] = None,
+) -> None:
+    """Back up the database (pg_dump's custom format), the configured or the embedded one."""
+    settings = _load_settings()
+    from pathlib import Path
+
+    from project_orchestrator.db import backup as backups
+    from project_orchestrator.runtime import database_url_for_cli
+
+    target = Path(file) if file else backups.default_name()
+    with database_url_for_cli(settings) as url:
+        try:
+            backups.backup(url, target)
+        except backups.BackupError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(exc.exit_code) from None
+    typer.echo(f"Backed up to {target} ({target.stat().st_size:,} bytes).")
+
+
+@app.command()
+def restore(
+    file: Annotated[str, typer.Argument(help="A file `orchestrator backup` wrote")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace what a non-empty database holds.")
+    ] = False,
+) -> None:
+    """Restore a backup into the database; an empty one, unless --force."""
+    settings = _load_settings()
+    from pathlib import Path
+
+    from project_orchestrator.db import backup as backups
+    from project_orchestrator.runtime import database_url_for_cli
+
+    if not Path(file).is_file():
+        typer.echo(f"{file} is not a file.", err=True)
+        raise typer.Exit(1)
+    with database_url_for_cli(settings) as url:
+        try:
+            tables = asyncio.run(backups.user_tables(url))
+            backups.restore(url, Path(file), tables_there=tables, force=force)
+        except backups.BackupError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(exc.exit_code) from None
+    typer.echo(f"Restored {file}.")
+
+
+@app.command()
 def doctor() -> None:
     """Check configuration, database, migrations, AI, Telegram, GitHub and SCAR."""
     settings = _load_settings()
