@@ -59,12 +59,6 @@ class Standing:
             return BudgetScope.RUN
         return None
 
-    def words(self) -> str:
-        text = f"AI budget: {self.project_used:,} of {self.project_limit:,} tokens used"
-        if self.run is not None and self.run_limit is not None:
-            text += f"; this build {self.run_used:,} of {self.run_limit:,}"
-        return text
-
 
 def parse_amount(argument: str) -> int | None:
     """`/budget 3000000`, `3,000,000`, `3m`, `500k tokens`: the number of tokens."""
