@@ -238,11 +238,6 @@ class Budgets:
             return None
         return request.id, suggested_budget(request.used_tokens, request.limit_tokens)
 
-    async def request_by_id(
-        self, session: AsyncSession, request_id: uuid.UUID
-    ) -> BudgetRequest | None:
-        return await session.get(BudgetRequest, request_id)
-
     @staticmethod
     async def _open_request(session: AsyncSession, project_id: object) -> BudgetRequest | None:
         return (

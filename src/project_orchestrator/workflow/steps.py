@@ -101,8 +101,6 @@ class StepRunner:
             if self.checks is not None:
                 await self.checks.run(phase_id, poll=poll, wake=wake, last_attempt=last_attempt)
             return
-        if wake:
-            return  # a check finished after the phase moved on: nothing to read
         if phase is Phase.MERGE and self.checks is not None:
             # GitHub is asked once more right before the merge; it may have changed its mind.
             ready = await self.checks.merge_still_ready(phase_id, last_attempt=last_attempt)

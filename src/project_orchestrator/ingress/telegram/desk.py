@@ -25,7 +25,7 @@ from project_orchestrator.config import Settings
 from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import OrchestratorError
 from project_orchestrator.projects.linking import CODE_LIFETIME, start_link
-from project_orchestrator.projects.models import Project, TelegramChat
+from project_orchestrator.projects.models import BudgetRequest, Project, TelegramChat
 from project_orchestrator.projects.service import (
     Actor,
     create_project,
@@ -334,8 +334,7 @@ class TelegramDesk:
             request_id = uuid.UUID(request_text)
         except ValueError:
             request_id = None
-        budgets = self.commands.budgets
-        request = await budgets.request_by_id(session, request_id) if request_id else None
+        request = await session.get(BudgetRequest, request_id) if request_id else None
         if request is None or not amount.isdigit():
             await self._answer(session, said, query, "This button no longer does anything.")
             return
