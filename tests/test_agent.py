@@ -21,6 +21,7 @@ from project_orchestrator import metrics
 from project_orchestrator.agent.breaker import CircuitBreaker
 from project_orchestrator.agent.conversation import AgentConversation
 from project_orchestrator.agent.llm import ModelGateway
+from project_orchestrator.agent.llm_anthropic import AnthropicBackend
 from project_orchestrator.agent.models import (
     AgentTurn,
     ConversationMessage,
@@ -71,7 +72,9 @@ class Setup:
         self.fake = fake
         self.audit = AuditLog(tmp / "audit.log")
         client = anthropic.AsyncAnthropic(api_key=KEY, base_url=url, max_retries=0)
-        self.gateway = ModelGateway(client, "claude-test", CircuitBreaker(failure_threshold=2))
+        self.gateway = ModelGateway(
+            AnthropicBackend(client), "claude-test", CircuitBreaker(failure_threshold=2)
+        )
         self.agent = AgentConversation(
             gateway=self.gateway,
             workflow=Workflow(self.audit),

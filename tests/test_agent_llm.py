@@ -17,8 +17,9 @@ from project_orchestrator.agent.llm import (
     ModelReply,
     TokenUsage,
     ToolCall,
-    build_gateway,
 )
+from project_orchestrator.agent.llm_anthropic import AnthropicBackend
+from project_orchestrator.agent.llm_setup import build_gateway
 from project_orchestrator.config import Settings
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_http import FakeServer, unused_tcp_url
@@ -231,7 +232,7 @@ def _gateway(
     client = anthropic.AsyncAnthropic(
         api_key=api_key, base_url=url, max_retries=max_retries, timeout=timeout
     )
-    return ModelGateway(client, MODEL, _breaker(clock), max_output_tokens=300)
+    return ModelGateway(AnthropicBackend(client), MODEL, _breaker(clock), max_output_tokens=300)
 
 
 def _tokens(direction: str) -> float:
@@ -483,7 +484,9 @@ async def test_build_gateway_configures_the_client(fake: FakeAnthropic, server: 
         _settings(anthropic_api_key=KEY, anthropic_base_url=server.url, anthropic_model=MODEL)
     )
     assert gateway is not None
-    client = gateway._client
+    backend = gateway._backend
+    assert isinstance(backend, AnthropicBackend)
+    client = backend._client
 
     assert client.max_retries == 2
     assert isinstance(client.timeout, anthropic.Timeout)

@@ -185,7 +185,8 @@ def restore(
 def doctor() -> None:
     """Check configuration, database, migrations, AI, Telegram, GitHub and SCAR."""
     settings = _load_settings()
-    from project_orchestrator.doctor import embedded_exists, exit_code, render, run_checks
+    from project_orchestrator.doctor import exit_code, render, run_checks
+    from project_orchestrator.doctor_database import embedded_exists
 
     if embedded_exists(settings):
         # The embedded database, checked for real: attached to the server a running

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from project_orchestrator.errors import ConfigurationError
@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str = "https://api.anthropic.com"
     anthropic_model: str = "claude-sonnet-4-6"
+    # Without Claude: a self-hosted model behind an OpenAI-compatible /v1/chat/completions
+    # (vLLM, llama.cpp server, Ollama). LLM_BASE_URL is the URL up to and including /v1.
+    llm_provider: Literal["anthropic", "openai-compatible"] = "anthropic"
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
     # Where the agent stops and asks the owner to raise the budget (/budget <tokens>):
     # the project in all, and one build (from its start to its end).
     ai_max_tokens_per_project: int = Field(default=2_000_000, ge=1)
@@ -153,6 +159,9 @@ class Settings(BaseSettings):
         "database_url",
         "api_key",
         "anthropic_api_key",
+        "llm_base_url",
+        "llm_api_key",
+        "llm_model",
         "telegram_bot_token",
         "telegram_webhook_secret",
         "github_access_token",
@@ -213,6 +222,39 @@ class Settings(BaseSettings):
             # is reported by name like any other setting's, not as a traceback later.
             raise ValueError("not a valid URL (postgresql://user:pass@host:5432/db)") from None
         return url
+
+    @model_validator(mode="after")
+    def _provider_complete(self) -> Settings:
+        if self.llm_provider == "openai-compatible":
+            unset = [
+                name
+                for name, value in (
+                    ("LLM_BASE_URL", self.llm_base_url),
+                    ("LLM_MODEL", self.llm_model),
+                )
+                if value is None
+            ]
+            if unset:
+                raise ValueError(
+                    "LLM_PROVIDER=openai-compatible needs "
+                    + " and ".join(unset)
+                    + " (e.g. http://127.0.0.1:11434/v1 and the model's name)"
+                )
+        return self
+
+    @property
+    def ai_configured(self) -> bool:
+        """Whether the agent has a model to talk to."""
+        if self.llm_provider == "openai-compatible":
+            return True  # the validator made sure of its URL and model
+        return self.anthropic_api_key is not None
+
+    @property
+    def ai_model(self) -> str:
+        """The model's name as the ledger and the price list know it."""
+        if self.llm_provider == "openai-compatible" and self.llm_model is not None:
+            return self.llm_model
+        return self.anthropic_model
 
     @property
     def is_production(self) -> bool:
@@ -291,6 +333,7 @@ class Settings(BaseSettings):
         candidates: list[SecretStr | None] = [
             self.api_key,
             self.anthropic_api_key,
+            self.llm_api_key,
             self.telegram_bot_token,
             self.telegram_webhook_secret,
             self.github_access_token,

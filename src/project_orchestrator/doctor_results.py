@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+
 HTTP_TIMEOUT_SECONDS = 5.0
 DATABASE_CONNECT_TIMEOUT_SECONDS = 3.0
 DATABASE_TIMEOUT_SECONDS = 5.0
@@ -47,3 +49,10 @@ def safe_url(url: str) -> str:
         return "(invalid URL)"
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def http_error(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out after {HTTP_TIMEOUT_SECONDS:g} s"
+    # Only the type: httpx's text carries the URL, which may carry a token.
+    return type(exc).__name__

@@ -1,30 +1,30 @@
-"""The model gateway: the one place the service talks to the Anthropic Messages API.
+"""The model gateway: the one place the service talks to a model.
 
-It builds the SDK client, keeps a circuit breaker in front of it, turns every way the API
+The agent speaks one dialect, Anthropic's Messages API (content blocks with `tool_use`
+and `tool_result`): it is what is stored and sent back each round. A backend carries it
+to the configured provider (`llm_anthropic`, `llm_openai`) and brings the answer back in
+it. The gateway keeps a circuit breaker in front of the backend, turns every way a call
 can fail into `AIUnavailable`, and counts tokens for Prometheus.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
-
-import anthropic
-from anthropic.types import Message, MessageParam, TextBlockParam, ToolUnionParam
+from typing import Any, Protocol
 
 from project_orchestrator import metrics
 from project_orchestrator.agent.breaker import CircuitBreaker
-from project_orchestrator.config import Settings
 from project_orchestrator.logging import get_logger
 
 log = get_logger(__name__)
 
-# The SDK retries connection errors, 408/409/429 and 5xx itself; the breaker only sees
-# what is left after these.
+# Both SDKs retry connection errors, 408/409/429 and 5xx themselves; the breaker only
+# sees what is left after these.
 SDK_MAX_RETRIES = 2
 REQUEST_TIMEOUT_SECONDS = 60.0
 CONNECT_TIMEOUT_SECONDS = 5.0
-# The client errors the SDK itself retries as transient; any other 4xx is our own bug.
+# The client errors the SDKs retry as transient; any other 4xx is our own bug (or the
+# operator's: a revoked key, a model the server does not have).
 TRANSIENT_CLIENT_STATUSES = frozenset({408, 409, 429})
 
 
@@ -68,6 +68,9 @@ class ToolCall:
     id: str
     name: str
     input: dict[str, Any]
+    # Why the model's arguments could not be read (not JSON, not an object); the call
+    # is then answered with this as an error, so the model can send it again.
+    arguments_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,22 +87,61 @@ class ModelReply:
     @property
     def tool_calls(self) -> list[ToolCall]:
         return [
-            ToolCall(id=block["id"], name=block["name"], input=dict(block.get("input") or {}))
+            ToolCall(
+                id=block["id"],
+                name=block["name"],
+                input=dict(block.get("input") or {}),
+                arguments_error=block.get(ARGUMENTS_ERROR),
+            )
             for block in self.content
             if block.get("type") == "tool_use"
         ]
 
 
+# A key of a `tool_use` block that only the OpenAI-compatible backend sets, and strips
+# again before anything is sent.
+ARGUMENTS_ERROR = "arguments_error"
+
+
+@dataclass
+class CallFailed(Exception):
+    """What a backend reports when its SDK gave nothing usable (secret-free)."""
+
+    kind: str  # the SDK's exception type
+    status: int | None = None  # the HTTP status, when the API answered
+    request_id: str | None = None
+    # Nothing came back at all (no connection, a timeout), as opposed to an unusable answer.
+    unreached: bool = False
+
+
+class ModelBackend(Protocol):
+    """One provider's API, spoken in the agent's dialect (see the module docstring)."""
+
+    async def complete(
+        self,
+        *,
+        model: str,
+        max_tokens: int,
+        system: list[dict[str, Any]],
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+    ) -> ModelReply:
+        """One model call; raises `CallFailed`."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 class ModelGateway:
     def __init__(
         self,
-        client: anthropic.AsyncAnthropic,
+        backend: ModelBackend,
         model: str,
         breaker: CircuitBreaker,
         *,
         max_output_tokens: int = 1024,
     ) -> None:
-        self._client = client
+        self._backend = backend
         self.model = model
         self.breaker = breaker
         self.max_output_tokens = max_output_tokens
@@ -119,50 +161,19 @@ class ModelGateway:
             log.debug("ai.circuit_open", state=self.breaker.state)
             raise AIUnavailable("The AI assistant is unavailable (circuit open after failures)")
         try:
-            message = await self._client.messages.create(
+            reply = await self._backend.complete(
                 model=self.model,
                 max_tokens=self.max_output_tokens,
-                # Callers build these as plain dicts (they are stored as JSON); the API
-                # validates their shape, so the casts only tell mypy what they are.
-                system=cast("list[TextBlockParam]", system),
-                messages=cast("list[MessageParam]", messages),
-                tools=cast("list[ToolUnionParam]", tools) if tools else anthropic.omit,
+                system=system,
+                messages=messages,
+                tools=tools,
             )
-        except anthropic.APIStatusError as exc:
+        except CallFailed as failure:
             self._failed()
-            status = exc.status_code
-            if status >= 500 or status in TRANSIENT_CLIENT_STATUSES:
-                log.warning(
-                    "ai.unavailable",
-                    error=type(exc).__name__,
-                    status=status,
-                    request_id=exc.request_id,
-                )
-                raise AIUnavailable(f"The AI API answered HTTP {status}") from exc
-            # Bad request, revoked key, too large...: waiting will not help, someone must look.
-            log.error(
-                "ai.request_rejected",
-                error=type(exc).__name__,
-                status=status,
-                request_id=exc.request_id,
-            )
-            raise AIUnavailable(f"The AI API rejected the request (HTTP {status})") from exc
-        except anthropic.APIConnectionError as exc:
-            # APITimeoutError is a subclass: both mean nothing usable came back.
-            self._failed()
-            log.warning("ai.unavailable", error=type(exc).__name__, status=None)
-            raise AIUnavailable(f"The AI API could not be reached ({type(exc).__name__})") from exc
-        except anthropic.APIError as exc:
-            # E.g. a response that does not parse: as unusable as no response.
-            self._failed()
-            log.warning("ai.unavailable", error=type(exc).__name__, status=None)
-            raise AIUnavailable(
-                f"The AI API gave an unusable answer ({type(exc).__name__})"
-            ) from exc
+            raise _unavailable(failure) from failure
         if self.breaker.state != "closed":
             log.info("ai.circuit_closed")
         self.breaker.record_success()
-        reply = _reply_from(message)
         metrics.ai_tokens_total.labels(direction="input").inc(reply.usage.prompt_tokens)
         metrics.ai_tokens_total.labels(direction="output").inc(reply.usage.output_tokens)
         return reply
@@ -178,32 +189,25 @@ class ModelGateway:
             )
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._backend.aclose()
 
 
-def _reply_from(message: Message) -> ModelReply:
-    usage = message.usage
-    return ModelReply(
-        content=[block.model_dump(mode="json", exclude_none=True) for block in message.content],
-        stop_reason=message.stop_reason,
-        usage=TokenUsage(
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_input_tokens or 0,
-            cache_creation_tokens=usage.cache_creation_input_tokens or 0,
-        ),
+def _unavailable(failure: CallFailed) -> AIUnavailable:
+    """Logged by kind, and said in words that are safe to show."""
+    status = failure.status
+    if status is None:
+        log.warning("ai.unavailable", error=failure.kind, status=None)
+        if failure.unreached:
+            return AIUnavailable(f"The AI API could not be reached ({failure.kind})")
+        # E.g. a response that does not parse: as unusable as no response.
+        return AIUnavailable(f"The AI API gave an unusable answer ({failure.kind})")
+    if status >= 500 or status in TRANSIENT_CLIENT_STATUSES:
+        log.warning(
+            "ai.unavailable", error=failure.kind, status=status, request_id=failure.request_id
+        )
+        return AIUnavailable(f"The AI API answered HTTP {status}")
+    # Bad request, revoked key, too large...: waiting will not help, someone must look.
+    log.error(
+        "ai.request_rejected", error=failure.kind, status=status, request_id=failure.request_id
     )
-
-
-def build_gateway(settings: Settings) -> ModelGateway | None:
-    """The gateway for the configured API, or None when no key is configured."""
-    if settings.anthropic_api_key is None:
-        return None
-    client = anthropic.AsyncAnthropic(
-        # Explicit key and base URL: the SDK would otherwise read ANTHROPIC_* itself.
-        api_key=settings.anthropic_api_key.get_secret_value(),
-        base_url=settings.anthropic_base_url,
-        max_retries=SDK_MAX_RETRIES,
-        timeout=anthropic.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
-    )
-    return ModelGateway(client, settings.anthropic_model, CircuitBreaker())
+    return AIUnavailable(f"The AI API rejected the request (HTTP {status})")

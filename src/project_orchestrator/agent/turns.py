@@ -74,6 +74,11 @@ CHANGED_MEANWHILE = (
     "changed, and act only on this new picture."
 )
 
+UNREADABLE_ARGUMENTS = (
+    "Not done: your call to {tool} could not be read, {why}. Call it again with its "
+    "arguments as one JSON object that fits the tool's schema."
+)
+
 
 class LeaseLost(Exception):
     """The turn's lease ran out while it worked; whoever took it answers instead."""
@@ -297,7 +302,11 @@ class TurnRunner:
         results = []
         for call in calls:
             tool = BY_NAME.get(call.name)
-            if now != picture and tool is not None and not tool.reads_only:
+            if call.arguments_error is not None:
+                output = UNREADABLE_ARGUMENTS.format(tool=call.name, why=call.arguments_error)
+                is_error = True
+                log.info("agent.tool_arguments_unreadable", tool=call.name)
+            elif now != picture and tool is not None and not tool.reads_only:
                 output = CHANGED_MEANWHILE.format(status=await status_text(session, ctx.project))
                 is_error = True
                 log.info("agent.tool_refused_stale", tool=call.name)

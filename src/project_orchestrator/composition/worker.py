@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 from prometheus_client import start_http_server
 
 from project_orchestrator.agent.conversation import AgentConversation
-from project_orchestrator.agent.llm import build_gateway
+from project_orchestrator.agent.llm_setup import build_gateway
 from project_orchestrator.agent.turns import TurnRunner
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.github import GitHubReplier

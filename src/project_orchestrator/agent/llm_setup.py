@@ -1,0 +1,49 @@
+"""The gateway for the configured provider (LLM_PROVIDER), or none without one."""
+
+from __future__ import annotations
+
+import anthropic
+import openai
+
+from project_orchestrator.agent.breaker import CircuitBreaker
+from project_orchestrator.agent.llm import (
+    CONNECT_TIMEOUT_SECONDS,
+    REQUEST_TIMEOUT_SECONDS,
+    SDK_MAX_RETRIES,
+    ModelBackend,
+    ModelGateway,
+)
+from project_orchestrator.agent.llm_anthropic import AnthropicBackend
+from project_orchestrator.agent.llm_openai import OpenAICompatibleBackend
+from project_orchestrator.config import Settings
+
+# Self-hosted servers often want no key, but the SDK insists on one: it is sent as a
+# bearer token that such a server ignores.
+NO_KEY = "none"
+
+
+def build_gateway(settings: Settings) -> ModelGateway | None:
+    # Explicit keys and base URLs: the SDKs would otherwise read ANTHROPIC_*/OPENAI_* too.
+    backend: ModelBackend
+    if settings.llm_provider == "openai-compatible":
+        key = settings.llm_api_key
+        backend = OpenAICompatibleBackend(
+            openai.AsyncOpenAI(
+                api_key=key.get_secret_value() if key is not None else NO_KEY,
+                base_url=settings.llm_base_url,
+                max_retries=SDK_MAX_RETRIES,
+                timeout=openai.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+            )
+        )
+    elif settings.anthropic_api_key is None:
+        return None
+    else:
+        backend = AnthropicBackend(
+            anthropic.AsyncAnthropic(
+                api_key=settings.anthropic_api_key.get_secret_value(),
+                base_url=settings.anthropic_base_url,
+                max_retries=SDK_MAX_RETRIES,
+                timeout=anthropic.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+            )
+        )
+    return ModelGateway(backend, settings.ai_model, CircuitBreaker())
