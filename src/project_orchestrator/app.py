@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 
 from project_orchestrator import SERVICE_NAME, __version__
-from project_orchestrator.api import health
+from project_orchestrator.api import docs, health
 from project_orchestrator.api.fast_path import OrchestratorAPI
 from project_orchestrator.api.guard import ApiGuard, AuthFailureTally, FailedAuthLimit
 from project_orchestrator.api.middleware import RequestContextMiddleware
@@ -117,6 +117,9 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
         summary=SERVICE_NAME,
         version=__version__,
         lifespan=lifespan,
+        # FastAPI's pages load from a CDN; api.docs serves /docs from the package instead.
+        docs_url=None,
+        redoc_url=None,
     )
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     # Added first, so it runs inside the request context (correlation id, metrics, log).
@@ -132,6 +135,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
     for database_error in DATABASE_ERRORS:
         app.add_exception_handler(database_error, _database_error)
     app.state.limiter = limiter
+    docs.add_docs(app)
     app.include_router(health.router)
     app.include_router(v1_events.router)
     app.include_router(v1_projects.router)

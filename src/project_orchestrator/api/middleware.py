@@ -72,6 +72,12 @@ def route_template(scope: Scope) -> str:
     path = getattr(route, "path", None)
     if isinstance(path, str):
         return path
+    # A mount (the docs' assets) answers any path under it, so its label is the mount's
+    # path: the part of root_path it added to the app's own.
+    if scope.get("endpoint") is not None and "app_root_path" in scope:
+        mount = str(scope.get("root_path", ""))[len(str(scope["app_root_path"])) :]
+        if mount:
+            return mount
     # A plain Starlette route (/docs, /openapi.json) sets its endpoint but not "route".
     # Without path parameters its path is its template: as few labels as such routes.
     if scope.get("endpoint") is not None and not scope.get("path_params"):
