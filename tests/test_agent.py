@@ -19,11 +19,9 @@ from sqlalchemy import func, select
 
 from project_orchestrator import metrics
 from project_orchestrator.agent.breaker import CircuitBreaker
-from project_orchestrator.agent.conversation import AgentConversation
 from project_orchestrator.agent.llm import ModelGateway
 from project_orchestrator.agent.llm_anthropic import AnthropicBackend
 from project_orchestrator.agent.models import (
-    AgentTurn,
     ConversationMessage,
     ConversationSummary,
     TurnStatus,
@@ -31,29 +29,27 @@ from project_orchestrator.agent.models import (
 from project_orchestrator.agent.protocol import ReplyTo
 from project_orchestrator.agent.status import ai_outage
 from project_orchestrator.agent.tools import TOOLS
-from project_orchestrator.agent.turns import GAVE_UP, STILL_TRYING, TurnRunner
-from project_orchestrator.audit import AuditLog
-from project_orchestrator.channels.base import Notifier
-from project_orchestrator.channels.models import OutboundMessage
+from project_orchestrator.agent.turns import GAVE_UP, STILL_TRYING
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
 from project_orchestrator.projects.budget import Budgets, Limits
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import (
     Actor,
-    create_project,
     github_identity,
     lock_project,
 )
 from project_orchestrator.vision.models import BrainstormNote
 from project_orchestrator.workflow.models import RunStatus, WorkflowRun
-from project_orchestrator.workflow.service import Workflow
 from tests.conftest import make_settings
+from tests.support.agent_setup import Setup
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_http import FakeServer
 from tests.support.journey import tool_use
 
 KEY = "sk-ant-test-key-000000"
+
+AnthropicSetup = Setup[FakeAnthropic]
 
 
 @pytest.fixture
@@ -63,87 +59,18 @@ def fake() -> Iterator[tuple[FakeAnthropic, str]]:
         yield server_fake, server.url
 
 
-class Setup:
-    """A project and the agent, driven as the worker drives them: the message is stored
-    in one transaction, the turn runs afterwards in its own."""
-
-    def __init__(self, db: Database, fake: FakeAnthropic, url: str, tmp: Path) -> None:
-        self.db = db
-        self.fake = fake
-        self.audit = AuditLog(tmp / "audit.log")
-        client = anthropic.AsyncAnthropic(api_key=KEY, base_url=url, max_retries=0)
-        self.gateway = ModelGateway(
-            AnthropicBackend(client), "claude-test", CircuitBreaker(failure_threshold=2)
-        )
-        self.agent = AgentConversation(
-            gateway=self.gateway,
-            workflow=Workflow(self.audit),
-            notifier=Notifier([]),
-            audit=self.audit,
-            budgets=Budgets(self.audit, Limits(per_project=1_000_000, per_run=1_000_000)),
-        )
-        self.turns = TurnRunner(
-            db, self.agent, first_retry=timedelta(0), longest_retry=timedelta(0)
-        )
-        self.project_id: uuid.UUID
-        self.actor_id: uuid.UUID
-        self._said = 0
-
-    async def start(self) -> Setup:
-        async with self.db.session_scope() as session:
-            actor = Actor(await github_identity(session, "ada"), Channel.GITHUB)
-            project = await create_project(
-                session, self.audit, name="Meals", owner=actor, github_repo="acme/meals"
-            )
-            self.project_id, self.actor_id = project.id, actor.identity.id
-        return self
-
-    async def say(self, text: str, *, login: str | None = None) -> str | None:
-        """What the person is told: at once, or by the turn (None: nothing yet)."""
-        self._said += 1
-        key = f"reply:{self._said}"
-        async with self.db.session_scope() as session:
-            project = await session.get(Project, self.project_id)
-            assert project is not None
-            identity = await github_identity(session, login or "ada")
-            immediate = await self.agent.respond(
-                session,
-                project,
-                Actor(identity, Channel.GITHUB),
-                text,
-                ReplyTo.github("acme/meals", 1, key),
-            )
-        if immediate is not None:
-            return immediate
-        with contextlib.suppress(RetryRequested):  # the AI away: the queue would retry
-            await self.turns.run(self.project_id, "job-test")
-        return await self.told(key)
-
-    async def told(self, key: str) -> str | None:
-        async with self.db.session_scope() as session:
-            found = await session.execute(
-                select(OutboundMessage.body).where(OutboundMessage.idempotency_key == key)
-            )
-            return found.scalar_one_or_none()
-
-    async def project(self) -> Project:
-        async with self.db.session_scope() as session:
-            project = await session.get(Project, self.project_id)
-            assert project is not None
-            return project
-
-    async def turn_statuses(self) -> list[TurnStatus]:
-        async with self.db.session_scope() as session:
-            rows = await session.execute(select(AgentTurn.status).order_by(AgentTurn.id))
-            return list(rows.scalars())
-
-
 @pytest.fixture
-async def setup(db: Database, fake: tuple[FakeAnthropic, str], tmp_path: Path) -> Setup:
-    return await Setup(db, fake[0], fake[1], tmp_path).start()
+async def setup(db: Database, fake: tuple[FakeAnthropic, str], tmp_path: Path) -> AnthropicSetup:
+    client = anthropic.AsyncAnthropic(api_key=KEY, base_url=fake[1], max_retries=0)
+    gateway = ModelGateway(
+        AnthropicBackend(client), "claude-test", CircuitBreaker(failure_threshold=2)
+    )
+    return await Setup(db, fake[0], gateway, tmp_path).start()
 
 
-async def test_the_model_sees_the_project_and_a_cached_stable_prefix(setup: Setup) -> None:
+async def test_the_model_sees_the_project_and_a_cached_stable_prefix(
+    setup: AnthropicSetup,
+) -> None:
     setup.fake.reply_text("Hello! Tell me about your idea.")
     answer = await setup.say("Hi, I have an idea")
     assert answer == "Hello! Tell me about your idea."
@@ -157,7 +84,7 @@ async def test_the_model_sees_the_project_and_a_cached_stable_prefix(setup: Setu
     assert {t["name"] for t in request["tools"]} == {t.name for t in TOOLS}
 
 
-async def test_every_message_is_stored_and_tokens_are_counted(setup: Setup) -> None:
+async def test_every_message_is_stored_and_tokens_are_counted(setup: AnthropicSetup) -> None:
     before = metrics.ai_tokens_total.labels("output")._value.get()
     setup.fake.reply_text("Nice.")
     await setup.say("A meal planner")
@@ -173,7 +100,9 @@ async def test_every_message_is_stored_and_tokens_are_counted(setup: Setup) -> N
     assert metrics.ai_tokens_total.labels("output")._value.get() > before
 
 
-async def test_tools_act_as_the_person_of_the_job_not_as_the_model_says(setup: Setup) -> None:
+async def test_tools_act_as_the_person_of_the_job_not_as_the_model_says(
+    setup: AnthropicSetup,
+) -> None:
     setup.fake.reply(
         [
             tool_use(
@@ -194,7 +123,7 @@ async def test_tools_act_as_the_person_of_the_job_not_as_the_model_says(setup: S
     assert "Still missing" in result["content"]
 
 
-async def test_no_tool_can_approve_a_gate(setup: Setup) -> None:
+async def test_no_tool_can_approve_a_gate(setup: AnthropicSetup) -> None:
     names = {tool.name for tool in TOOLS}
     assert not any("approve" in n or "reject" in n or "decide" in n for n in names)
     setup.fake.reply([tool_use("approve_gate", {"gate": "any"})], "tool_use")
@@ -205,7 +134,7 @@ async def test_no_tool_can_approve_a_gate(setup: Setup) -> None:
     assert "no tool called approve_gate" in result["content"]
 
 
-async def test_tool_rounds_are_capped(setup: Setup) -> None:
+async def test_tool_rounds_are_capped(setup: AnthropicSetup) -> None:
     for _ in range(10):
         setup.fake.reply([tool_use("get_project_status")], "tool_use")
     answer = await setup.say("status?")
@@ -214,14 +143,16 @@ async def test_tool_rounds_are_capped(setup: Setup) -> None:
     assert answer == "I have done what I can for now. What would you like next?"
 
 
-async def test_replies_never_show_code(setup: Setup) -> None:
+async def test_replies_never_show_code(setup: AnthropicSetup) -> None:
     setup.fake.reply_text("Here you go:\n```python\nprint('hi')\n```\nAll set.")
     answer = await setup.say("show me") or ""
     assert "print" not in answer
     assert "All set." in answer
 
 
-async def test_long_conversations_are_summarised_and_nothing_is_lost(setup: Setup) -> None:
+async def test_long_conversations_are_summarised_and_nothing_is_lost(
+    setup: AnthropicSetup,
+) -> None:
     setup.agent.history_budget = 200  # tokens: a few messages
     said = [f"Detail number {i}: " + "meal planning matters " * 10 for i in range(6)]
     for text in said:
@@ -253,7 +184,7 @@ async def test_long_conversations_are_summarised_and_nothing_is_lost(setup: Setu
     assert stored == 12  # every message kept, whatever the model saw
 
 
-async def test_the_token_cap_stops_the_agent(setup: Setup) -> None:
+async def test_the_token_cap_stops_the_agent(setup: AnthropicSetup) -> None:
     setup.agent.budgets = Budgets(setup.audit, Limits(per_project=50, per_run=10**9))
     setup.fake.reply_text("x " * 200)
     await setup.say("A long answer please " * 20)
@@ -267,7 +198,7 @@ async def test_the_token_cap_stops_the_agent(setup: Setup) -> None:
 
 
 async def test_an_unreachable_ai_is_retried_by_itself_and_a_newer_message_supersedes(
-    setup: Setup,
+    setup: AnthropicSetup,
 ) -> None:
     setup.fake.down = True
     assert await setup.say("Hello?") is None  # no answer yet: the turn waits to try again
@@ -297,7 +228,7 @@ async def test_an_unreachable_ai_is_retried_by_itself_and_a_newer_message_supers
     assert "Still there?" in said
 
 
-async def test_an_ai_away_for_the_whole_window_is_said_plainly(setup: Setup) -> None:
+async def test_an_ai_away_for_the_whole_window_is_said_plainly(setup: AnthropicSetup) -> None:
     setup.turns.retry_window = timedelta(0)
     setup.fake.down = True
     assert await setup.say("Hello?") == GAVE_UP
@@ -310,7 +241,7 @@ class DecidesWhileThinking:
 
     inner: ModelGateway
     db: Database
-    setup: Setup
+    setup: AnthropicSetup
     done: bool = False
 
     @property
@@ -333,7 +264,7 @@ class DecidesWhileThinking:
 
 
 async def test_a_decision_made_while_the_model_thinks_wins_over_its_tool_call(
-    setup: Setup,
+    setup: AnthropicSetup,
 ) -> None:
     async with setup.db.session_scope() as session:
         project = await lock_project(session, setup.project_id)
@@ -386,7 +317,9 @@ async def test_health_ai_reports_what_the_worker_saw(
     assert (await probe())["status"] == "healthy"
 
 
-async def test_holding_in_words_uses_the_same_service_and_its_rules(setup: Setup) -> None:
+async def test_holding_in_words_uses_the_same_service_and_its_rules(
+    setup: AnthropicSetup,
+) -> None:
     async with setup.db.session_scope() as session:
         project = await lock_project(session, setup.project_id)
         owner = Actor(await github_identity(session, "ada"), Channel.GITHUB)
@@ -404,7 +337,7 @@ async def test_holding_in_words_uses_the_same_service_and_its_rules(setup: Setup
     assert await run_status(setup, run.id) == RunStatus.ON_HOLD
 
 
-async def run_status(setup: Setup, run_id: uuid.UUID) -> RunStatus:
+async def run_status(setup: AnthropicSetup, run_id: uuid.UUID) -> RunStatus:
     async with setup.db.session_scope() as session:
         run = await session.get(WorkflowRun, run_id)
         assert run is not None
@@ -412,7 +345,7 @@ async def run_status(setup: Setup, run_id: uuid.UUID) -> RunStatus:
 
 
 async def test_a_message_stored_after_its_turn_was_chosen_is_left_to_its_own_turn(
-    setup: Setup,
+    setup: AnthropicSetup,
 ) -> None:
     """Each statement sees what has committed by then: a message stored between choosing
     the turn and reading the history must not be answered twice (there and by its own)."""
