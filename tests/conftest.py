@@ -16,6 +16,7 @@ from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database, create_database
 from project_orchestrator.db.migrations import upgrade_to_head
 from project_orchestrator.db.models import metadata
+from project_orchestrator.projects.page_links import configure_page_links
 from project_orchestrator.queue.schema import QUEUE_TABLES
 from tests.support import postgres
 from tests.support.fake_anthropic import FakeAnthropic
@@ -41,6 +42,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    # Set by whichever app or worker a test built last; a test starts with none.
+    configure_page_links(None)
 
 
 @pytest.fixture(scope="session")

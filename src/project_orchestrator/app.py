@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 
 from project_orchestrator import SERVICE_NAME, __version__
-from project_orchestrator.api import docs, health
+from project_orchestrator.api import docs, health, page
 from project_orchestrator.api.fast_path import OrchestratorAPI
 from project_orchestrator.api.guard import ApiGuard, AuthFailureTally, FailedAuthLimit
 from project_orchestrator.api.middleware import RequestContextMiddleware
@@ -38,6 +38,7 @@ from project_orchestrator.ingress.rate_limit import WebhookRateLimit, build_limi
 from project_orchestrator.ingress.telegram import route as telegram_route
 from project_orchestrator.logging import get_logger, set_known_secrets
 from project_orchestrator.metrics_gauges import gauge_refreshers
+from project_orchestrator.projects.page_links import PageLinks, configure_page_links
 from project_orchestrator.projects.spending import configure_prices
 
 log = get_logger(__name__)
@@ -47,9 +48,11 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
     settings = settings or get_settings()
     settings.check_startable()
     configure_prices(settings.ai_prices)
+    configure_page_links(PageLinks.from_settings(settings))
     audit = AuditLog(settings.audit_log_path, known_secrets=settings.secret_values())
     limiter = build_limiter(settings)
     refusals = AuthFailureTally(audit)
+    clients = ClientResolver(parse_networks(settings.trusted_proxies))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,6 +85,9 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
             gauge_refreshers=gauge_refreshers(stuck_after_seconds=settings.run_stuck_after_seconds),
             notifier=build_notifier(settings),
             schema_watch=SchemaWatch(resets=[db.engine.dispose, pool.expire_connections]),
+            clients=clients,
+            refusals=refusals,
+            page_links=PageLinks.from_settings(settings),
         )
         stop_telegram_polling = _start_telegram_polling(settings, writer)
         worker_stop = asyncio.Event()
@@ -126,7 +132,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
     app.add_middleware(
         ApiGuard,
         api_key=api_key,
-        resolver=ClientResolver(parse_networks(settings.trusted_proxies)),
+        resolver=clients,
         limit=FailedAuthLimit(limiter),
         tally=refusals,
     )
@@ -137,6 +143,7 @@ def create_app(settings: Settings | None = None, *, with_worker: bool = False) -
     app.state.limiter = limiter
     docs.add_docs(app)
     app.include_router(health.router)
+    app.include_router(page.router)
     app.include_router(v1_events.router)
     app.include_router(v1_projects.router)
     app.include_router(v1_reports.router)

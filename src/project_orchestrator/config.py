@@ -132,6 +132,12 @@ class Settings(BaseSettings):
 
     audit_log_path: Path = Path("logs/audit.log")
 
+    # Where people reach this service (https://orchestrator.example.com), for the links it
+    # sends; and the key that signs a project page's link (rotating it revokes them all).
+    public_base_url: str | None = None
+    page_link_secret: SecretStr | None = None
+    page_link_ttl_seconds: int = Field(default=7 * 86_400, ge=60, le=366 * 86_400)
+
     # API processes `orchestrator serve` runs on its port (the worker then runs apart).
     api_processes: int = Field(default=1, ge=1, le=64, validation_alias="WEB_CONCURRENCY")
 
@@ -162,6 +168,8 @@ class Settings(BaseSettings):
         "llm_base_url",
         "llm_api_key",
         "llm_model",
+        "public_base_url",
+        "page_link_secret",
         "telegram_bot_token",
         "telegram_webhook_secret",
         "github_access_token",
@@ -242,6 +250,13 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @field_validator("public_base_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be the service's address, starting with https://")
+        return value.rstrip("/") if value is not None else None
+
     @property
     def ai_configured(self) -> bool:
         """Whether the agent has a model to talk to."""
@@ -308,6 +323,8 @@ class Settings(BaseSettings):
                 short.append(f"GITHUB_WEBHOOK_SECRET{which}")
         if self.telegram_webhook_secret is not None and _too_short(self.telegram_webhook_secret):
             short.append("TELEGRAM_WEBHOOK_SECRET")
+        if self.page_link_secret is not None and _too_short(self.page_link_secret):
+            short.append("PAGE_LINK_SECRET")
         return short
 
     def check_startable(self) -> None:
@@ -334,6 +351,7 @@ class Settings(BaseSettings):
             self.api_key,
             self.anthropic_api_key,
             self.llm_api_key,
+            self.page_link_secret,
             self.telegram_bot_token,
             self.telegram_webhook_secret,
             self.github_access_token,

@@ -10,14 +10,17 @@ import httpx
 from fastapi import Request
 
 from project_orchestrator.agent.health import AIReachability
+from project_orchestrator.api.guard import AuthFailureTally
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.base import Notifier
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.schema_change import SchemaWatch
+from project_orchestrator.ingress.client_ip import ClientResolver
 from project_orchestrator.ingress.github.route import GitHubIngress
 from project_orchestrator.ingress.telegram.route import TelegramIngress
 from project_orchestrator.logging import get_logger
+from project_orchestrator.projects.page_links import PageLinks
 
 log = get_logger(__name__)
 GAUGE_REFRESH_TIMEOUT_SECONDS = 2.0
@@ -38,6 +41,12 @@ class AppState:
     gauge_refreshers: list[Callable[[Database], Awaitable[None]]] = field(default_factory=list)
     # Throws away connections that cached a schema rebuilt under the running service.
     schema_watch: SchemaWatch = field(default_factory=SchemaWatch)
+    # Who asked (behind TRUSTED_PROXIES) and the bounded audit of refusals, shared with
+    # the API's door.
+    clients: ClientResolver = field(default_factory=lambda: ClientResolver(()))
+    refusals: AuthFailureTally | None = None
+    # Signs and opens project page links; None until PUBLIC_BASE_URL and PAGE_LINK_SECRET.
+    page_links: PageLinks | None = None
 
     async def refresh_gauges(self) -> None:
         """Gauges that describe shared state are read from the database at scrape time,

@@ -25,6 +25,7 @@ from project_orchestrator.ingress.telegram.desk import TelegramDesk
 from project_orchestrator.ingress.telegram.handlers import TelegramEventHandler
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.budget import Budgets, Limits
+from project_orchestrator.projects.page_links import PageLinks, configure_page_links
 from project_orchestrator.projects.spending import configure_prices
 from project_orchestrator.queue.worker import (
     WorkerOptions,
@@ -51,6 +52,7 @@ log = get_logger(__name__)
 def build_workload(settings: Settings, db: Database, audit: AuditLog) -> Workload:
     """Every client built once, for the life of the worker."""
     configure_prices(settings.ai_prices)
+    configure_page_links(PageLinks.from_settings(settings))
     outbound = build_outbound(settings, db)
     replier, telegram, notifier = outbound.replier, outbound.telegram, outbound.notifier
     workflow = Workflow(audit)

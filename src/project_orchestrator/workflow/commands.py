@@ -15,12 +15,19 @@ from project_orchestrator.errors import OrchestratorError
 from project_orchestrator.projects.budget import Budgets
 from project_orchestrator.projects.lookup import status_text
 from project_orchestrator.projects.models import Project
+from project_orchestrator.projects.page_links import page_link
 from project_orchestrator.projects.service import Actor
 from project_orchestrator.workflow.models import GateKind, RunKind
 from project_orchestrator.workflow.notices import announce, gate_name
 from project_orchestrator.workflow.service import Workflow
 
-WORKFLOW_COMMANDS = frozenset({"build", "approve", "reject", "hold", "resume", "cancel", "budget"})
+WORKFLOW_COMMANDS = frozenset(
+    {"build", "approve", "reject", "hold", "resume", "cancel", "budget", "page"}
+)
+PAGE_NOT_SET_UP = (
+    "The project page is not set up on this server yet (whoever runs it sets "
+    "PUBLIC_BASE_URL and PAGE_LINK_SECRET). `/status` tells where things stand meanwhile."
+)
 
 
 @dataclass
@@ -76,6 +83,15 @@ class CommandDesk:
                 return "Resumed: picking up where we stopped."
             case "budget":
                 return await self.budgets.raise_budget(session, project, actor, argument)
+            case "page":
+                link = page_link(project.id)
+                if link is None:
+                    return PAGE_NOT_SET_UP
+                return (
+                    f"Here is {project.name}'s page: the vision, each build step by step, "
+                    f"what waits for you and the cost so far.\n{link}\nThe link works for "
+                    "a while; ask `/page` again for a fresh one."
+                )
             case "cancel":
                 run = await self.workflow.cancel(session, project, actor)
                 await announce(session, self.notifier, run.id)

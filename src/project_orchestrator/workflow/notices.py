@@ -15,6 +15,7 @@ from project_orchestrator import keys
 from project_orchestrator.channels.base import GateQuestion, Notifier, ProjectAddress
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.models import Project
+from project_orchestrator.projects.page_links import page_link
 from project_orchestrator.projects.spending import RunSpending, run_spending
 from project_orchestrator.scar.protocol import ScarError, ScarUnavailable
 from project_orchestrator.vision.models import VisionDocument
@@ -143,9 +144,11 @@ def gate_question(gate: ApprovalGate, run: WorkflowRun, vision: VisionDocument |
     match gate.kind:
         case GateKind.VISION:
             body = vision.markdown if vision is not None else (gate.summary or "")
+            link = page_link(run.project_id)
+            page = f"\n\nTo read it on a page of its own: {link}" if link else ""
             return (
                 "Here is the vision we worked out together. Please read it: is this what "
-                f"you want?\n\n{_clip(body, 6000)}\n\n{ask}"
+                f"you want?\n\n{_clip(body, 6000)}{page}\n\n{ask}"
             )
         case GateKind.PLAN:
             return (

@@ -10,7 +10,19 @@ import re
 from dataclasses import dataclass, field
 
 KNOWN_COMMANDS = frozenset(
-    {"help", "status", "build", "approve", "reject", "hold", "resume", "cancel", "link", "budget"}
+    {
+        "help",
+        "status",
+        "build",
+        "approve",
+        "reject",
+        "hold",
+        "resume",
+        "cancel",
+        "link",
+        "budget",
+        "page",
+    }
 )
 
 _COMMAND_LINE = re.compile(r"^/([a-z][a-z0-9_-]*)(?:\s+(.*))?$", re.IGNORECASE)

@@ -40,6 +40,7 @@ Mention me with your idea in plain words and we will shape it together. Commands
 - `/approve`, `/reject <why>`: decide the step that is waiting for you
 - `/hold`, `/resume`, `/cancel`: pause, continue or stop the current build
 - `/budget <tokens>`: raise the AI budget when I have stopped at it (the owner only)
+- `/page`: a link to the project's page (vision, builds step by step, cost)
 - `/help`: this message"""
 
 
@@ -160,7 +161,7 @@ class GitHubEventHandler:
             return EventStatus.HANDLED
         project = await project_for_repo(session, repo)
         wants_only_info = all(
-            c.name in ("help", "status", "link") for c in parsed.commands
+            c.name in ("help", "status", "link", "page") for c in parsed.commands
         ) and not (parsed.message)
         if project is None and not wants_only_info:
             project = await self._start_project(session, repo, number, login)

@@ -47,6 +47,7 @@ Just tell me about your idea in plain words. Useful commands:
 /approve, /reject <what should change>: decide the step that is waiting for you
 /hold, /resume, /cancel: pause, continue or stop the current build
 /budget <tokens>: raise the AI budget when I have stopped at it (the owner only)
+/page: a link to the project's page (vision, builds step by step, cost)
 /link <github-login>: connect your GitHub account
 /help: this message"""
 

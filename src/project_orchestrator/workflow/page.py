@@ -1,0 +1,241 @@
+"""What a project's read-only page shows, read in one short transaction: the vision as it
+stands, each build as a timeline of its phases and decisions, the questions waiting, the
+pull request and what the AI cost so far.
+
+Plain data, in the person's words; `api.page` renders it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from project_orchestrator.projects.models import Identity, Project
+from project_orchestrator.projects.spending import project_costs
+from project_orchestrator.vision.models import VisionDocument
+from project_orchestrator.vision.service import latest_vision
+from project_orchestrator.workflow.models import (
+    ApprovalGate,
+    GateKind,
+    GateStatus,
+    PhaseStatus,
+    RunStatus,
+    WorkflowPhase,
+    WorkflowRun,
+)
+from project_orchestrator.workflow.notices import PHASE_NAMES, gate_name
+
+# The newest builds; older ones are in the chat and the audit log.
+RUNS_SHOWN = 20
+
+_RUN_WORDS = {
+    RunStatus.RUNNING: "in progress",
+    RunStatus.AWAITING_APPROVAL: "waiting for a decision",
+    RunStatus.ON_HOLD: "on hold",
+    RunStatus.COMPLETED: "finished",
+    RunStatus.CANCELLED: "cancelled",
+    RunStatus.FAILED: "failed",
+}
+_ENDED_WORDS = {
+    PhaseStatus.SUCCEEDED: "done",
+    PhaseStatus.FAILED: "ran into a problem",
+    PhaseStatus.SKIPPED: "set aside",
+    PhaseStatus.CANCELLED: "stopped",
+}
+
+
+@dataclass(frozen=True)
+class Moment:
+    """One line of a build's timeline."""
+
+    at: datetime
+    kind: str  # started | phase | waited | decided | finished: how it is drawn
+    text: str
+
+
+@dataclass(frozen=True)
+class Question:
+    run_number: int
+    what: str
+    asked_at: datetime
+
+
+@dataclass(frozen=True)
+class BuildView:
+    number: int
+    feature_request: str
+    status: str
+    active: bool
+    pr_url: str | None
+    cost: str
+    timeline: list[Moment]
+
+
+@dataclass(frozen=True)
+class VisionView:
+    title: str
+    markdown: str
+    version: int
+    written_at: datetime
+    approved_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ProjectPage:
+    name: str
+    repo: str | None
+    repo_url: str | None
+    vision: VisionView | None
+    pending: list[Question]
+    builds: list[BuildView]
+    cost: str
+    read_at: datetime
+
+
+async def read_page(
+    session: AsyncSession, project_id: uuid.UUID, *, github_web_url: str, now: datetime
+) -> ProjectPage | None:
+    project = await session.get(Project, project_id)
+    if project is None:
+        return None
+    runs = list(
+        (
+            await session.execute(
+                select(WorkflowRun)
+                .where(WorkflowRun.project_id == project_id)
+                .order_by(WorkflowRun.number.desc())
+                .limit(RUNS_SHOWN)
+            )
+        ).scalars()
+    )
+    run_ids = [run.id for run in runs]
+    attempts = list(
+        (
+            await session.execute(select(WorkflowPhase).where(WorkflowPhase.run_id.in_(run_ids)))
+        ).scalars()
+    )
+    gates = list(
+        (
+            await session.execute(
+                select(ApprovalGate)
+                .where(ApprovalGate.run_id.in_(run_ids))
+                .order_by(ApprovalGate.created_at)
+            )
+        ).scalars()
+    )
+    deciders = {g.decided_by_id for g in gates if g.decided_by_id is not None}
+    names = await _names(session, deciders)
+    total, by_run = await project_costs(session, project_id)
+    document = await latest_vision(session, project_id)
+    numbers = {run.id: run.number for run in runs}
+    return ProjectPage(
+        name=project.name,
+        repo=project.github_repo,
+        repo_url=f"{github_web_url}/{project.github_repo}" if project.github_repo else None,
+        vision=_vision(document, gates) if document is not None else None,
+        pending=[
+            Question(numbers[g.run_id], gate_name(g.kind), g.created_at)
+            for g in gates
+            if g.status is GateStatus.PENDING
+        ],
+        builds=[
+            BuildView(
+                number=run.number,
+                feature_request=run.feature_request,
+                status=_RUN_WORDS[run.status],
+                active=run.finished_at is None,
+                pr_url=run.pr_url,
+                cost=by_run[run.id].words() if run.id in by_run else "no AI used yet",
+                timeline=_timeline(
+                    run,
+                    [a for a in attempts if a.run_id == run.id],
+                    [g for g in gates if g.run_id == run.id],
+                    names,
+                ),
+            )
+            for run in runs
+        ],
+        cost=total.words(),
+        read_at=now,
+    )
+
+
+async def _names(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    if not ids:
+        return {}
+    rows = await session.execute(select(Identity).where(Identity.id.in_(ids)))
+    return {identity.id: _name_of(identity) for identity in rows.scalars()}
+
+
+def _name_of(identity: Identity) -> str:
+    if identity.display_name:
+        return identity.display_name
+    if identity.github_login:
+        return f"@{identity.github_login}"
+    return "someone on Telegram"
+
+
+def _vision(document: VisionDocument, gates: list[ApprovalGate]) -> VisionView:
+    approved = [
+        g.decided_at
+        for g in gates
+        if g.kind is GateKind.VISION
+        and g.status is GateStatus.APPROVED
+        and g.artifact_version == f"vision:{document.content_hash}"
+        and g.decided_at is not None
+    ]
+    return VisionView(
+        title=_title(document.markdown),
+        markdown=document.markdown,
+        version=document.version,
+        written_at=document.created_at,
+        approved_at=max(approved, default=None),
+    )
+
+
+def _title(markdown: str) -> str:
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return "Vision"
+
+
+def _timeline(
+    run: WorkflowRun,
+    attempts: list[WorkflowPhase],
+    gates: list[ApprovalGate],
+    names: dict[uuid.UUID, str],
+) -> list[Moment]:
+    moments = [Moment(run.created_at, "started", f"Build #{run.number} started")]
+    for attempt in attempts:
+        name = PHASE_NAMES[attempt.phase]
+        again = f" (try {attempt.attempt})" if attempt.attempt > 1 else ""
+        if attempt.started_at is not None:
+            moments.append(Moment(attempt.started_at, "phase", f"{name}{again}"))
+        ended = _ENDED_WORDS.get(attempt.status)
+        if attempt.finished_at is not None and ended is not None:
+            label = name.split(":")[0]
+            moments.append(Moment(attempt.finished_at, "phase", f"{label}{again}: {ended}"))
+    for gate in gates:
+        moments.append(
+            Moment(gate.created_at, "waited", f"Waited for a decision on {gate_name(gate.kind)}")
+        )
+        if gate.decided_at is not None and gate.status in (
+            GateStatus.APPROVED,
+            GateStatus.REJECTED,
+        ):
+            who = names.get(gate.decided_by_id) if gate.decided_by_id else None
+            verb = "Approved" if gate.status is GateStatus.APPROVED else "Sent back"
+            by = f" by {who}" if who else ""
+            moments.append(
+                Moment(gate.decided_at, "decided", f"{verb}{by}: {gate_name(gate.kind)}")
+            )
+    if run.finished_at is not None:
+        moments.append(
+            Moment(run.finished_at, "finished", f"Build #{run.number} {_RUN_WORDS[run.status]}")
+        )
+    return sorted(moments, key=lambda m: m.at)
