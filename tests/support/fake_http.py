@@ -65,9 +65,11 @@ class _Recorder:
 
 
 class FakeServer:
-    """Serve `app` on 127.0.0.1 and an unused port until the context exits."""
+    """Serve `app` on 127.0.0.1 and an unused port until the context exits; with
+    `lifespan`, the app starts and stops as under `orchestrator serve` (in the server's
+    own thread and event loop)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, lifespan: bool = False) -> None:
         self._recorder = _Recorder(app)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -77,7 +79,7 @@ class FakeServer:
             # log_config=None: leave the process's logging configuration alone.
             self._recorder,
             log_config=None,
-            lifespan="off",
+            lifespan="on" if lifespan else "off",
             access_log=False,
         )
         self._server = uvicorn.Server(config)
