@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 
 from project_orchestrator.agent.health import probe_ai
@@ -19,12 +20,14 @@ from project_orchestrator.agent.llm_setup import build_gateway
 from project_orchestrator.agent.models import ConversationMessage, TurnStatus
 from project_orchestrator.agent.tools import TOOLS
 from project_orchestrator.agent.turns import UNREADABLE_ARGUMENTS
+from project_orchestrator.app import create_app
 from project_orchestrator.config import Settings
 from project_orchestrator.db.engine import Database
 from project_orchestrator.doctor_ai import check_ai
 from project_orchestrator.doctor_results import CheckStatus
 from project_orchestrator.projects.models import AiUsage
 from project_orchestrator.vision.models import BrainstormNote
+from tests.conftest import make_settings
 from tests.support.agent_setup import Setup
 from tests.support.fake_http import FakeServer, unused_tcp_url
 from tests.support.fake_openai import FakeOpenAI
@@ -362,3 +365,21 @@ async def test_health_and_doctor_probe_the_configured_server(
     assert "/v1" in no_v1.hint
     assert keyless.status is CheckStatus.FAIL
     assert keyless.hint == "check LLM_API_KEY"
+
+
+async def test_health_ai_reports_the_configured_server(
+    fake: tuple[FakeOpenAI, str], tmp_path: Path, database_url: str, db: Database
+) -> None:
+    url = fake[1]
+    settings = make_settings(
+        tmp_path,
+        database_url=database_url,
+        llm_provider="openai-compatible",
+        llm_base_url=url,
+        llm_model=MODEL,
+    )
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            healthy = (await client.get("/health/ai")).json()
+    assert healthy == {"status": "healthy", "ai_service": "reachable"}

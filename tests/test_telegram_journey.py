@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from project_orchestrator.app import create_app
@@ -346,3 +347,24 @@ async def test_a_github_io_repository_is_built_in_the_folder_scar_made(chat: Cha
     assert opened[1].endswith(f"/{site}")
     # The second run's conversation opens the folder SCAR made.
     assert opened[2:] == ["/repo sitehub.io pull"]
+
+
+async def test_page_in_the_chat_sends_a_link_that_opens_the_page(chat: Chat) -> None:
+    chat.settings = chat.settings.model_copy(
+        update={
+            "public_base_url": "https://orch.example.test",
+            "page_link_secret": SecretStr("page-link-secret-0123456789"),
+        }
+    )
+    await brainstorm_on_telegram(chat)
+    assert "https://orch.example.test/page/" in chat.question()["plain"]
+    await chat.send("/page")
+    found = re.search(r"https://orch\.example\.test(/page/\S+)", chat.last())
+    assert found is not None, chat.last()
+    async with LifespanManager(create_app(chat.settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            page = await client.get(found.group(1))
+    assert page.status_code == 200
+    assert "Meal planner: Vision" in page.text
+    assert "Waiting for your decision" in page.text
