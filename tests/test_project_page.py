@@ -210,6 +210,21 @@ async def test_a_good_link_shows_the_page_and_nothing_else_does(
     assert expired.split(".")[2] not in log
 
 
+@pytest.mark.parametrize(
+    "token",
+    ["%00", "a" * 5000, "\u00e4.1.x", f"{'0' * 32}.1.{'x' * 1000}", "a.b.c.d", "%20"],
+)
+async def test_odd_links_are_the_same_404(
+    tmp_path: Path, database_url: str, db: Database, token: str
+) -> None:
+    settings = make_settings(tmp_path, database_url=database_url, **PAGE_SETTINGS)
+    async with _app(settings) as client:
+        response = await client.get(f"/page/{token}")
+        missing = await client.get("/page")
+    assert response.status_code == 404
+    assert response.text == missing.text
+
+
 async def test_without_pages_set_up_every_link_is_refused(
     tmp_path: Path, database_url: str, db: Database
 ) -> None:

@@ -56,12 +56,8 @@ def when(moment: datetime) -> str:
 _templates.globals["when"] = when
 
 
-@router.get(
-    f"{PAGE_PATH}/{{token}}",
-    response_class=HTMLResponse,
-    summary="A project's read-only page (signed link)",
-    responses={404: {"description": "No, an altered or an expired link"}},
-)
+# A page for people, not part of the JSON API: out of the schema, as /docs is.
+@router.get(f"{PAGE_PATH}/{{token}}", response_class=HTMLResponse, include_in_schema=False)
 async def project_page(request: Request, token: str) -> HTMLResponse:
     state = app_state(request)
     links = state.page_links
