@@ -690,7 +690,7 @@ async def test_default_results_carry_what_the_workflow_parses(
     assert parse_artifacts(again).branch == "feature-login"
     assert fake.next_pr_number == 43
     assert await result("/command-invoke validate") == "All checks passed ✅"
-    assert await result("/command-invoke merge-pr 42") == "Merged PR #42"
+    assert await result("/command-invoke merge-pr 42") == texts.merged(42)
     assert (await result("/command-invoke prime")).startswith("## Project Overview")
 
 
@@ -823,7 +823,7 @@ async def test_restart_forgets_mode_messages_and_work_in_flight(
     assert fake.commands_of("widgets") == DEFAULT_COMMANDS
     await run(fake, http, "/command-invoke merge-pr 3")
     assert fake.ai_runs[-1].session_commands == ("prime",)  # validate never completed
-    assert fake.sent_texts(CID) == ["Merged PR #3"]
+    assert fake.sent_texts(CID) == [texts.merged(3)]
     assert fake.invocations[-2:] == ["/command-invoke validate", "/command-invoke merge-pr 3"]
 
 

@@ -233,5 +233,5 @@ async def test_a_merge_scar_reports_but_github_did_not_make_stops_the_build(
     assert (gate.summary or "").startswith(
         "SCAR stopped while merging: it answered, but GitHub says pull request #8 is not merged."
     )
-    assert "Could not merge PR #8" in (gate.summary or "")
+    assert "I did not merge PR #8" in (gate.summary or "")
     assert not any("Done!" in c for c in journey.bot_comments())

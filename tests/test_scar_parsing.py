@@ -57,6 +57,7 @@ def test_branch(text: str, branch: str | None) -> None:
             5,
         ),
         ("Merged PR #12", None, 12),
+        ("## PR Merged\n\n**PR**: #14 - Feature: login\n**Merge type**: squash", None, 14),
         ("An issue https://github.com/acme/widgets/issues/9 is not a PR.", None, None),
     ],
 )

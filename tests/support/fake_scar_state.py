@@ -240,8 +240,8 @@ class ScarState:
             merged = args[0].lstrip("#") if args else str(max(1, self.next_pr_number - 1))
             hosted = self.pull_requests
             if hosted is not None and not hosted.merge_pull(repo, int(merged)):
-                return f"❌ Could not merge PR #{merged}: GitHub says it cannot be merged."
-            return f"Merged PR #{merged}"
+                return texts.merge_refused(int(merged))
+            return texts.merged(int(merged))
         return f"Done: {name} {' '.join(args)}".strip()
 
     def _session_for(self, conversation: _Conversation, name: str) -> _Session:

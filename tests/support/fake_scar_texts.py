@@ -317,3 +317,22 @@ def express_error_page(message: str) -> str:
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>Error</title>\n</head>\n<body>\n<pre>{body}</pre>\n</body>\n</html>\n"
     )
+
+
+# merge-pr (.claude/commands/exp-piv-loop/merge-pr.md) has the AI report in its "## Output"
+# shape; for a pull request it must not merge ("CI checks are failing: Do NOT merge /
+# Report which checks are failing") it gives prose, no fixed text: this is one such report.
+def merged(number: int) -> str:
+    return (
+        f"## PR Merged\n\n**PR**: #{number} - Feature: the requested change\n"
+        "**Merge type**: squash\n\n### Status\n- ✅ PR was up-to-date\n"
+        "- ✅ All checks passed\n- ✅ Merged to main\n- ✅ Branch deleted\n\n"
+        "### Next\nReady for next task."
+    )
+
+
+def merge_refused(number: int) -> str:
+    return (
+        f"I did not merge PR #{number}: `gh pr view` reports mergeStateStatus BLOCKED, "
+        "so GitHub will not merge it yet. Fix or investigate the blocking checks first."
+    )
