@@ -93,6 +93,16 @@ def test_execute_output_gives_everything() -> None:
         ("⚠️ AI service authentication error. Please check configuration.", "sign in"),
         ("⚠️ Error: disk full. Try /reset if issue persists.", "ran into an error (disk full"),
         ("⚠️ An unexpected error occurred. Try /reset to start a fresh session.", "unexpected"),
+        (
+            "❌ Task timed out after 20 minutes. The session has been terminated to prevent "
+            "hanging.",
+            "its own time limit (20 minutes)",
+        ),
+        (
+            "❌ Task exceeded maximum tool call limit (200). The session has been terminated "
+            "to prevent infinite loops.",
+            "too many steps",
+        ),
     ],
 )
 def test_failure_answers_are_recognised(message: str, expected: str) -> None:

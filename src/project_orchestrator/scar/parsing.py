@@ -162,6 +162,19 @@ _FAILURES: tuple[tuple[str, Callable[[str], str]], ...] = (
             "(WORKSPACE_PATH, /workspace by default) and restart SCAR."
         ),
     ),
+    # Batch mode's own limits (orchestrator.ts): SCAR ends the session and says so, then
+    # its error answer ("⚠️ Error: Maximum task duration exceeded") follows.
+    (
+        "❌ Task timed out",
+        _fixed(
+            "SCAR stopped the command at its own time limit (20 minutes) and ended its "
+            "session; the step may need to be smaller."
+        ),
+    ),
+    (
+        "❌ Task exceeded maximum tool call limit",
+        _fixed("SCAR stopped the command after too many steps (its limit of tool calls)."),
+    ),
     ("⚠️ AI rate limit", _fixed(_AI_LIMIT)),
     ("⚠️ AI usage limit", _fixed(_AI_LIMIT)),
     ("⚠️ AI service authentication", _fixed(_AI_LOGIN)),
