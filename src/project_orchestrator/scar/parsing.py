@@ -24,9 +24,7 @@ _PR_LINK = re.compile(
     r"https?://[A-Za-z0-9.-]+(?::\d+)?/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/pull/(?P<number>\d+)"
 )
 # "PR #12", and merge-pr's own report: "**PR**: #12 - title".
-_PR_MENTION = re.compile(
-    r"\b(?:PR|pull request)(?:\*\*)?\s*:?\s*#(?P<number>\d+)", re.IGNORECASE
-)
+_PR_MENTION = re.compile(r"\b(?:PR|pull request)(?:\*\*)?\s*:?\s*#(?P<number>\d+)", re.IGNORECASE)
 
 _NAME = r"[`'\"]?(?P<name>[A-Za-z0-9][A-Za-z0-9._/+-]*)"
 # Most telling first: a branch that was made or pushed beats a labelled one, which beats
