@@ -33,7 +33,7 @@ from project_orchestrator.agent.turns import GAVE_UP, STILL_TRYING
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
 from project_orchestrator.projects.budget import Budgets, Limits
-from project_orchestrator.projects.models import Project
+from project_orchestrator.projects.models import AiUsage, Project
 from project_orchestrator.projects.service import (
     Actor,
     github_identity,
@@ -182,6 +182,14 @@ async def test_long_conversations_are_summarised_and_nothing_is_lost(
     assert "Detail number 5" in str(last["messages"])
     assert "Detail number 0" not in str(last["messages"])
     assert stored == 12  # every message kept, whatever the model saw
+    # Every call is charged, the summaries' too: one ledger line each.
+    async with setup.db.session_scope() as session:
+        ledger = (await session.execute(select(AiUsage))).scalars().all()
+    assert len(ledger) == len(setup.fake.requests)
+    assert (await setup.project()).ai_tokens_used == sum(
+        u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens
+        for u in ledger
+    )
 
 
 async def test_the_token_cap_stops_the_agent(setup: AnthropicSetup) -> None:

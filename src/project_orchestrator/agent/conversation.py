@@ -246,10 +246,13 @@ class AgentConversation:
         # Without a summary yet, the model sees what fits; the summary comes first.
         return History(previous, recent, older)
 
-    async def summarise(self, previous: str | None, older: list[ConversationMessage]) -> str | None:
-        """A model call: run it with no transaction open."""
+    async def summarise(
+        self, previous: str | None, older: list[ConversationMessage]
+    ) -> tuple[str | None, TokenUsage]:
+        """A model call: run it with no transaction open. The summary (None when the model
+        could not give one) and what the call used, to be charged like any other."""
         if self.gateway is None:
-            return None
+            return None, TokenUsage(0, 0)
         transcript = "\n".join(f"{m.role.value}: {m.content}" for m in older)
         if previous:
             transcript = f"Earlier summary: {previous}\n\n{transcript}"
@@ -260,8 +263,8 @@ class AgentConversation:
                 tools=[],
             )
         except AIUnavailable:
-            return None
-        return reply.text.strip() or None
+            return None, TokenUsage(0, 0)
+        return reply.text.strip() or None, reply.usage
 
     async def store(
         self,

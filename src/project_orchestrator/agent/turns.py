@@ -219,10 +219,15 @@ class TurnRunner:
         """Summarise the older half with nothing held, then store the summary."""
         history = loaded.history
         older = history.to_summarise
-        text = await self.agent.summarise(history.summary, older)
+        text, used = await self.agent.summarise(history.summary, older)
         if text is None:
+            if used.total:
+                async with self.db.session_scope() as session:
+                    await self.agent.charge_by_id(session, loaded.project_id, used)
             return replace(loaded, history=replace(history, to_summarise=[]))
         async with self.db.session_scope() as session:
+            # Summaries cost tokens too: charged with the summary they bought.
+            await self.agent.charge_by_id(session, loaded.project_id, used)
             already = (
                 await session.execute(
                     select(ConversationSummary.id).where(
