@@ -297,6 +297,21 @@ async def test_the_bot_sends_the_link_and_the_page_follows_the_build(journey: Jo
     assert "Prime: done" in at_plan
     assert "The plan</strong> for build #1" in at_plan
     assert re.search(r"AI so far: [\d,]+ AI tokens", at_plan)
+    # The build's story in the order it happened, whichever clock stamped each step.
+    story = [
+        "Build #1 started",
+        "Vision: agree on what we are building",
+        "Waited for a decision on the vision",
+        "Approved by @ada: the vision",
+        "Vision: done",
+        "Prime: SCAR reads the project",
+        "Prime: done",
+        "Plan: SCAR plans the change",
+        "Plan: done",
+        "Waited for a decision on the plan",
+    ]
+    positions = [at_plan.index(step) for step in story]
+    assert positions == sorted(positions), [s for _, s in sorted(zip(positions, story))]
 
 
 async def test_page_without_pages_set_up_says_so(journey: Journey) -> None:

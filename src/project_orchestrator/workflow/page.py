@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from project_orchestrator.projects.models import Identity, Project
 from project_orchestrator.projects.spending import project_costs
 from project_orchestrator.vision.models import VisionDocument
 from project_orchestrator.vision.service import latest_vision
+from project_orchestrator.workflow.machine import PHASE_ORDER
 from project_orchestrator.workflow.models import (
     ApprovalGate,
     GateKind,
@@ -31,6 +32,8 @@ from project_orchestrator.workflow.notices import PHASE_NAMES, gate_name
 
 # The newest builds; older ones are in the chat and the audit log.
 RUNS_SHOWN = 20
+# Apart by less than this, two steps were one transaction's (see `_ended_phase`).
+_SAME_STEP = timedelta(seconds=1)
 
 _RUN_WORDS = {
     RunStatus.RUNNING: "in progress",
@@ -210,32 +213,65 @@ def _timeline(
     gates: list[ApprovalGate],
     names: dict[uuid.UUID, str],
 ) -> list[Moment]:
+    """The build's story: each phase in the order they started, with the decisions it
+    waited for.
+
+    Not sorted by time alone: a row's `created_at` is its transaction's start by
+    PostgreSQL's clock and `started_at`/`finished_at` the service's, so within one
+    transaction a later step can read a few microseconds earlier. A decision that ended
+    its phase (the vision's) comes before the phase's end; one asked for once the phase
+    was done (the plan's) after it.
+    """
     moments = [Moment(run.created_at, "started", f"Build #{run.number} started")]
-    for attempt in attempts:
+    attempt_ids = {attempt.id for attempt in attempts}
+    ordered = sorted(
+        attempts,
+        key=lambda a: (a.started_at or a.created_at, PHASE_ORDER.index(a.phase), a.attempt),
+    )
+    for attempt in ordered:
         name = PHASE_NAMES[attempt.phase]
         again = f" (try {attempt.attempt})" if attempt.attempt > 1 else ""
         if attempt.started_at is not None:
             moments.append(Moment(attempt.started_at, "phase", f"{name}{again}"))
+        own = [g for g in gates if g.phase_id == attempt.id]
+        ended_at = attempt.finished_at
+        during = [g for g in own if _ended_phase(g, ended_at)]
+        for gate in during:
+            moments.extend(_decision(gate, names))
         ended = _ENDED_WORDS.get(attempt.status)
-        if attempt.finished_at is not None and ended is not None:
+        if ended_at is not None and ended is not None:
             label = name.split(":")[0]
-            moments.append(Moment(attempt.finished_at, "phase", f"{label}{again}: {ended}"))
+            moments.append(Moment(ended_at, "phase", f"{label}{again}: {ended}"))
+        for gate in own:
+            if gate not in during:
+                moments.extend(_decision(gate, names))
     for gate in gates:
-        moments.append(
-            Moment(gate.created_at, "waited", f"Waited for a decision on {gate_name(gate.kind)}")
-        )
-        if gate.decided_at is not None and gate.status in (
-            GateStatus.APPROVED,
-            GateStatus.REJECTED,
-        ):
-            who = names.get(gate.decided_by_id) if gate.decided_by_id else None
-            verb = "Approved" if gate.status is GateStatus.APPROVED else "Sent back"
-            by = f" by {who}" if who else ""
-            moments.append(
-                Moment(gate.decided_at, "decided", f"{verb}{by}: {gate_name(gate.kind)}")
-            )
+        if gate.phase_id not in attempt_ids:
+            moments.extend(_decision(gate, names))
     if run.finished_at is not None:
         moments.append(
             Moment(run.finished_at, "finished", f"Build #{run.number} {_RUN_WORDS[run.status]}")
         )
-    return sorted(moments, key=lambda m: m.at)
+    return moments
+
+
+def _ended_phase(gate: ApprovalGate, ended_at: datetime | None) -> bool:
+    """Whether deciding `gate` is what ended its phase (the vision's approval), rather than
+    a question asked once the phase was done (the plan's)."""
+    return (
+        ended_at is not None
+        and gate.decided_at is not None
+        and gate.created_at <= ended_at
+        and gate.decided_at <= ended_at + _SAME_STEP
+    )
+
+
+def _decision(gate: ApprovalGate, names: dict[uuid.UUID, str]) -> list[Moment]:
+    what = gate_name(gate.kind)
+    moments = [Moment(gate.created_at, "waited", f"Waited for a decision on {what}")]
+    if gate.decided_at is not None and gate.status in (GateStatus.APPROVED, GateStatus.REJECTED):
+        who = names.get(gate.decided_by_id) if gate.decided_by_id else None
+        verb = "Approved" if gate.status is GateStatus.APPROVED else "Sent back"
+        by = f" by {who}" if who else ""
+        moments.append(Moment(gate.decided_at, "decided", f"{verb}{by}: {what}"))
+    return moments
