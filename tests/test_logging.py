@@ -154,3 +154,13 @@ def test_redaction_is_one_pass_over_every_length(json_logs: io.StringIO) -> None
     # "ed" occurs in "[redacted]": replaced one secret after another, it would mangle it.
     set_known_secrets(["Zq7", "ed", "k"])
     assert redact_text("sent Zq7, then k") == "sent [redacted], then [redacted]"
+
+
+def test_page_link_tokens_are_redacted(json_logs: io.StringIO) -> None:
+    token = "0f0e0d0c0b0a09080706050403020100.1764806400.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    logging.getLogger("uvicorn.access").debug(
+        '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", f"/page/{token}", "1.1", 200
+    )
+    get_logger("test").info("sent", link=f"https://orch.example.test/page/{token} (7 days)")
+    assert token not in json_logs.getvalue()
+    assert json_logs.getvalue().count("/page/[redacted]") == 2

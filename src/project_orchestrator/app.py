@@ -17,7 +17,7 @@ from project_orchestrator import SERVICE_NAME, __version__
 from project_orchestrator.api import docs, health, page
 from project_orchestrator.api.fast_path import OrchestratorAPI
 from project_orchestrator.api.guard import ApiGuard, AuthFailureTally, FailedAuthLimit
-from project_orchestrator.api.middleware import RequestContextMiddleware
+from project_orchestrator.api.middleware import RequestContextMiddleware, route_template
 from project_orchestrator.api.state import AppState
 from project_orchestrator.api.v1 import events as v1_events
 from project_orchestrator.api.v1 import projects as v1_projects
@@ -214,10 +214,13 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     a real error and stays one."""
     if is_stale_schema(exc):
         state: AppState = request.app.state.orchestrator
-        await state.schema_watch.reset(f"{type(exc).__name__} in {request.url.path}")
+        await state.schema_watch.reset(f"{type(exc).__name__} in {route_template(request.scope)}")
     elif not is_unavailable(exc):
         raise exc
-    log.warning("api.database_unavailable", error=type(exc).__name__, path=request.url.path)
+    # The route, not the path: a path may carry a page link's token.
+    log.warning(
+        "api.database_unavailable", error=type(exc).__name__, route=route_template(request.scope)
+    )
     return JSONResponse(
         {"error": "unavailable", "message": "The database is unavailable; try again shortly."},
         status_code=503,

@@ -38,6 +38,9 @@ _AUTHORIZATION_VALUE = re.compile(
     r"""(?:(?:bearer|basic|token|digest)\s+)?+)(?!<)[^\s'",;)}\]]+"""
 )
 _BEARER_TOKEN = re.compile(r"\b(Bearer\s+)(?!<)[A-Za-z0-9._~+/=-]+")
+# A project page's link opens the page for whoever has it: its token is not logged
+# (uvicorn's access log at DEBUG quotes the path).
+_PAGE_TOKEN = re.compile(r"(/page/)(?!\[redacted\])[^\s\"'?#]+")
 _PLAIN_TYPES = (int, float, bool, type(None))
 
 
@@ -64,11 +67,14 @@ def redact_text(text: str) -> str:
 
 
 def redact_credentials(text: str) -> str:
-    """`text` without the credentials a client may have sent (Authorization values)."""
+    """`text` without the credentials a client may have sent (Authorization values, page
+    link tokens)."""
     if "uthorization" in text or "UTHORIZATION" in text:
         text = _AUTHORIZATION_VALUE.sub(lambda m: m.group(1) + _REDACTED, text)
     if "Bearer" in text:
         text = _BEARER_TOKEN.sub(lambda m: m.group(1) + _REDACTED, text)
+    if "/page/" in text:
+        text = _PAGE_TOKEN.sub(lambda m: m.group(1) + _REDACTED, text)
     return text
 
 
