@@ -311,7 +311,9 @@ async def test_the_bot_sends_the_link_and_the_page_follows_the_build(journey: Jo
         "Waited for a decision on the plan",
     ]
     positions = [at_plan.index(step) for step in story]
-    assert positions == sorted(positions), [s for _, s in sorted(zip(positions, story, strict=True))]
+    assert positions == sorted(positions), [
+        s for _, s in sorted(zip(positions, story, strict=True))
+    ]
 
 
 async def test_page_without_pages_set_up_says_so(journey: Journey) -> None:
