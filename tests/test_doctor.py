@@ -419,6 +419,29 @@ async def test_production_with_short_secrets_fails_config(
     assert exit_code(results) == 1
 
 
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ({"public_base_url": "https://orch.example.test"}, "PAGE_LINK_SECRET"),
+        ({"page_link_secret": "page-link-secret-0123456789"}, "PUBLIC_BASE_URL"),
+    ],
+)
+async def test_half_set_project_pages_warn(
+    tmp_path: Path, fakes: Fakes, database_url: str, given: dict[str, str], missing: str
+) -> None:
+    config = by_name(await run_checks(all_good(tmp_path, fakes, database_url, **given)))["config"]
+    assert config.status is CheckStatus.WARN
+    assert f"but {missing} is not" in config.message
+    both = all_good(
+        tmp_path,
+        fakes,
+        database_url,
+        public_base_url="https://orch.example.test",
+        page_link_secret="page-link-secret-0123456789",
+    )
+    assert by_name(await run_checks(both))["config"].status is CheckStatus.OK
+
+
 def test_render_and_exit_code() -> None:
     results = [
         CheckResult("config", CheckStatus.OK, "fine"),

@@ -58,6 +58,22 @@ def _integrations_off(settings: Settings) -> list[tuple[str, str]]:
     return off
 
 
+def _half_set_pages(settings: Settings) -> str | None:
+    """Project pages need both settings; one alone means someone meant to turn them on."""
+    address, key = settings.public_base_url is not None, settings.page_link_secret is not None
+    if address == key:
+        return None
+    given, missing = (
+        ("PUBLIC_BASE_URL", "PAGE_LINK_SECRET")
+        if address
+        else (
+            "PAGE_LINK_SECRET",
+            "PUBLIC_BASE_URL",
+        )
+    )
+    return f"project pages are off: {given} is set but {missing} is not, so /page sends no link"
+
+
 def check_config(settings: Settings) -> CheckResult:
     name = "config"
     if settings.is_production:
@@ -93,6 +109,9 @@ def check_config(settings: Settings) -> CheckResult:
             "command is still within its time would count as stuck",
             "set RUN_STUCK_AFTER_SECONDS above SCAR_TIMEOUT_SECONDS (defaults 3600 and 1800)",
         )
+    half = _half_set_pages(settings)
+    if half is not None:
+        return warn(name, half, "set both PUBLIC_BASE_URL and PAGE_LINK_SECRET, or neither")
     off = _integrations_off(settings)
     if not off:
         return ok(name, f"{settings.app_env}; API, AI, Telegram and GitHub configured")
