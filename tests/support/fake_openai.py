@@ -20,7 +20,10 @@ How the servers differ, as options:
 - `tool_finish_reason = "stop"`: Ollama's finish reason even after tool calls.
 - `cached_tokens`: reported in `usage.prompt_tokens_details` (llama.cpp and vLLM with
   prefix caching count a cached prefix; OpenAI counts it inside `prompt_tokens`).
-Faults: `fail_next(n, status=503)`; `down = True` answers 500 to everything.
+Faults: `fail_next(n, status=503)`; `down = True` answers 500 to everything. Errors come
+in OpenAI's envelope (`{"error": {"message", "type", "param", "code"}}`, as vLLM 0.11
+sends them; older vLLM put the same fields at the top level with `"object": "error"`):
+the SDK raises by the status either way, so the client reads nothing from the body.
 """
 
 from __future__ import annotations
