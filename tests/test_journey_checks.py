@@ -235,3 +235,30 @@ async def test_a_merge_scar_reports_but_github_did_not_make_stops_the_build(
     )
     assert "I did not merge PR #8" in (gate.summary or "")
     assert not any("Done!" in c for c in journey.bot_comments())
+
+
+async def test_new_code_pushed_while_on_hold_is_validated_on_resume(journey: Journey) -> None:
+    journey.github.script_ci(REPO, [[LINT_RED]])
+    await to_plan_approved(journey)
+    assert (await pending_gate(journey)).kind is GateKind.ERROR_RESOLUTION
+    validations = len(commands(journey, "validate"))
+    await journey.comment("@orchestrator /hold")
+
+    # A person fixes the lint on the branch themselves while the build is held.
+    journey.github.script_ci(REPO, [[TESTS_GREEN]])
+    branch = (await journey.run()).branch
+    assert branch is not None
+    assert journey.github.open_or_push(REPO, branch, user="grace") == PR
+    moved = pull_request_event("synchronize", PR, head_sha=journey.github.head_of(REPO, PR))
+    await journey.comment("", event="pull_request", payload=moved)
+    assert (await journey.run()).status is RunStatus.ON_HOLD
+
+    await journey.comment("@orchestrator /resume")
+    # The old question about the old code is not asked again: the new code is validated
+    # and read from GitHub, and the merge question follows.
+    assert len(commands(journey, "validate")) == validations + 1
+    gate = await pending_gate(journey)
+    assert gate.kind is GateKind.MERGE
+    assert gate.artifact_version == f"sha:{journey.github.head_of(REPO, PR)}"
+    asked = [c for c in journey.bot_comments() if "still failing after 3 fixes" in c]
+    assert len(asked) == 1

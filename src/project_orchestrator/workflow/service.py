@@ -380,6 +380,12 @@ class Workflow(WorkflowBase):
             return
         if attempt.status is PhaseStatus.SUCCEEDED:
             await self._advance(session, run, attempt)
+        elif attempt.status is PhaseStatus.FAILED and await self._voided_by_new_code(
+            session, attempt
+        ):
+            # New code was pushed while the run was held: the question about the old
+            # code's checks was voided, and the new code is validated instead.
+            await self.start_phase(session, run, Phase.VALIDATE, feedback=None)
         elif attempt.status is PhaseStatus.FAILED:
             await self.open_error_gate(session, run, attempt)
         elif attempt.status is PhaseStatus.SKIPPED and attempt.phase is Phase.MERGE:
@@ -389,6 +395,20 @@ class Workflow(WorkflowBase):
             attempt.phase in machine.AUTOMATIC_PHASES or attempt.phase is Phase.MERGE
         ):
             await enqueue_step_job(session, StepJob(str(attempt.id)))
+
+    async def _voided_by_new_code(self, session: AsyncSession, attempt: WorkflowPhase) -> bool:
+        """A failed checks attempt whose question was voided (`pull_request_moved`)."""
+        if attempt.phase is not Phase.CHECKS:
+            return False
+        latest = (
+            await session.execute(
+                select(ApprovalGate.status)
+                .where(ApprovalGate.phase_id == attempt.id)
+                .order_by(ApprovalGate.created_at.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        return latest is GateStatus.VOIDED
 
     async def cancel(self, session: AsyncSession, project: Project, actor: Actor) -> WorkflowRun:
         run = await self._run_to_change(session, project, actor, "cancel")
