@@ -22,6 +22,7 @@ from project_orchestrator.agent.breaker import CircuitBreaker
 from project_orchestrator.agent.llm import ModelGateway
 from project_orchestrator.agent.llm_anthropic import AnthropicBackend
 from project_orchestrator.agent.models import (
+    AgentTurn,
     ConversationMessage,
     ConversationSummary,
     TurnStatus,
@@ -32,7 +33,7 @@ from project_orchestrator.agent.tools import TOOLS
 from project_orchestrator.agent.turns import GAVE_UP, STILL_TRYING
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
-from project_orchestrator.projects.budget import Budgets, Limits
+from project_orchestrator.projects.budget import WAITING_FOR_BUDGET, Budgets, Limits
 from project_orchestrator.projects.models import AiUsage, Project
 from project_orchestrator.projects.service import (
     Actor,
@@ -203,6 +204,65 @@ async def test_the_token_cap_stops_the_agent(setup: AnthropicSetup) -> None:
     assert stopped is not None
     assert stopped.startswith(f"This project has used its AI budget ({used:,} of 50 tokens)")
     assert setup.fake.request_count == count
+
+
+@dataclass
+class SaysMoreWhileThinking:
+    """The person writes again while the model is still answering the first message."""
+
+    inner: ModelGateway
+    setup: AnthropicSetup
+    done: bool = False
+    said: str | None = None  # what storing it answered at once (None: queued)
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self.inner.breaker
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    async def create(self, **request: Any) -> Any:
+        if not self.done:
+            self.done = True
+            async with self.setup.db.session_scope() as session:
+                project = await session.get(Project, self.setup.project_id)
+                assert project is not None
+                actor = Actor(await github_identity(session, "ada"), Channel.GITHUB)
+                # Within budget when it is stored: nothing has been charged yet.
+                self.said = await self.setup.agent.respond(
+                    session,
+                    project,
+                    actor,
+                    "And one more thing",
+                    ReplyTo.github("acme/meals", 1, "reply:more"),
+                )
+        return await self.inner.create(**request)
+
+
+async def test_a_message_that_arrived_before_the_cap_was_reached_waits_too(
+    setup: AnthropicSetup,
+) -> None:
+    setup.agent.budgets = Budgets(setup.audit, Limits(per_project=50, per_run=10**9))
+    thinking = SaysMoreWhileThinking(setup.gateway, setup)
+    setup.agent.gateway = thinking  # type: ignore[assignment]
+    setup.fake.reply_text("x " * 200)
+    await setup.say("A long answer please " * 20)
+    assert thinking.done
+    assert thinking.said is None  # the second message was queued, not refused
+    # The first answer went over the cap; the second message waits for the owner instead
+    # of costing another model call.
+    assert setup.fake.request_count == 1
+    told = await setup.told("reply:more:budget")
+    assert told is not None
+    assert told.startswith("This project has used its AI budget")
+    async with setup.db.session_scope() as session:
+        waiting = (
+            await session.execute(select(AgentTurn).order_by(AgentTurn.id.desc()).limit(1))
+        ).scalar_one()
+    assert waiting.status is TurnStatus.PENDING
+    assert waiting.not_before == WAITING_FOR_BUDGET
 
 
 async def test_an_unreachable_ai_is_retried_by_itself_and_a_newer_message_supersedes(

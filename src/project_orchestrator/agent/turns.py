@@ -47,6 +47,7 @@ from project_orchestrator.db import leases
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
 from project_orchestrator.logging import get_logger
+from project_orchestrator.projects.budget import WAITING_FOR_BUDGET
 from project_orchestrator.projects.lookup import status_text
 from project_orchestrator.projects.models import Identity, Project
 from project_orchestrator.projects.service import Actor, lock_project
@@ -164,6 +165,9 @@ class TurnRunner:
         newest, older = pending[0], pending[1:]
         for turn in older:
             turn.status = TurnStatus.SUPERSEDED
+        if await self._stopped_since_stored(session, project, newest):
+            await leases.release(session, key, holder)
+            return None
         history = await self.agent.history(session, project, newest.message_id)
         standing = await self.agent.standing(session, project)
         return LoadedTurn(
@@ -178,6 +182,23 @@ class TurnRunner:
             context=await self.agent.context(session, project, history.summary, standing),
             picture=_picture_of(project, *standing),
         )
+
+    async def _stopped_since_stored(
+        self, session: AsyncSession, project: Project, turn: AgentTurn
+    ) -> bool:
+        """Whether a budget was reached after `turn`'s message was checked against it (an
+        earlier turn, still thinking then, was charged since): the turn then waits for
+        the owner, as a message arriving now would. The project row's `updated_at` moves
+        with every charge, so the common case costs no statement."""
+        if project.updated_at <= turn.created_at:
+            return False
+        stopped = await self.agent.budgets.stop_if_over(session, project)
+        if stopped is None:
+            return False
+        turn.not_before = WAITING_FOR_BUDGET
+        await ReplyTo.decode(turn.reply_to).stage(session, stopped, suffix="budget")
+        log.warning("ai.budget_reached", project_id=str(project.id), turn_id=turn.id)
+        return True
 
     # --- one turn ------------------------------------------------------------------
 
