@@ -9,13 +9,12 @@ it, and it is not cached or indexed.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markdown_it import MarkdownIt
-from markupsafe import Markup
 
 from project_orchestrator.api.state import app_state
 from project_orchestrator.audit import AuditAction
@@ -25,17 +24,14 @@ from project_orchestrator.projects.page_links import PAGE_PATH, LinkRefused
 from project_orchestrator.workflow.page import read_page
 from project_orchestrator.workflow.scar_addressing import web_url
 
+if TYPE_CHECKING:
+    from jinja2 import Environment
+    from markdown_it import MarkdownIt
+
 log = get_logger(__name__)
 
 router = APIRouter(tags=["page"])
 
-_templates = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=select_autoescape(["html"]),
-)
-# The vision is the model's writing: its markdown becomes HTML, but raw HTML in it stays
-# text, and markdown-it refuses javascript: and similar links.
-_markdown = MarkdownIt("commonmark", {"html": False})
 _HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -53,7 +49,34 @@ def when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%-d %b %Y, %H:%M UTC")
 
 
-_templates.globals["when"] = when
+@cache
+def _templates() -> Environment:
+    # Built at the first page asked for, not at start-up: an API process that never
+    # serves one does not carry Jinja2 in its memory.
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    templates = Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=select_autoescape(["html"]),
+    )
+    templates.globals["when"] = when
+    return templates
+
+
+@cache
+def _markdown() -> MarkdownIt:
+    # The vision is the model's writing: its markdown becomes HTML, but raw HTML in it
+    # stays text, and markdown-it refuses javascript: and similar links.
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False})
+
+
+def _vision_html(markdown: str) -> Any:
+    from markupsafe import Markup
+
+    # Safe as markup: markdown-it has escaped the text and any HTML in it.
+    return Markup(_markdown().render(markdown))  # noqa: S704
 
 
 # A page for people, not part of the JSON API: out of the schema, as /docs is.
@@ -76,10 +99,8 @@ async def project_page(request: Request, token: str) -> HTMLResponse:
         )
     if page is None:
         return _refused(request, "project page link for a deleted project")
-    # Safe as markup: markdown-it escapes the text and, with html off, any HTML in it.
-    rendered = _markdown.render(page.vision.markdown) if page.vision else None
-    vision_html = Markup(rendered) if rendered is not None else None  # noqa: S704
-    body = _templates.get_template("page.html").render(page=page, vision_html=vision_html)
+    vision_html = _vision_html(page.vision.markdown) if page.vision else None
+    body = _templates().get_template("page.html").render(page=page, vision_html=vision_html)
     log.info("page.viewed", project_id=str(project_id))
     return HTMLResponse(body, headers=_HEADERS)
 
@@ -94,8 +115,7 @@ def _refused(request: Request, reason: str) -> HTMLResponse:
     peer = request.client.host if request.client else None
     ip = state.clients.client_ip(peer, forwarded_for(request))
     log.info("page.refused", reason=reason)
-    if state.refusals is not None:
-        # The path without the token: an audit line need not carry what was tried.
-        state.refusals.refused(AuditAction.UNAUTHORIZED_ACCESS, reason, PAGE_PATH, ip)
-    body = _templates.get_template("page_missing.html").render()
+    # The path without the token: an audit line need not carry what was tried.
+    state.refusals.refused(AuditAction.UNAUTHORIZED_ACCESS, reason, PAGE_PATH, ip)
+    body = _templates().get_template("page_missing.html").render()
     return HTMLResponse(body, status_code=404, headers=_HEADERS)

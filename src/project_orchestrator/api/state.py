@@ -33,6 +33,10 @@ class AppState:
     audit: AuditLog
     http: httpx.AsyncClient
     github_ingress: GitHubIngress
+    # Who asked (behind TRUSTED_PROXIES) and the bounded audit of refusals, shared with
+    # the API's door.
+    clients: ClientResolver
+    refusals: AuthFailureTally
     ai_status_cache: tuple[float, AIReachability] | None = None
     # Tells people about decisions made through the API; None when no channel is configured.
     notifier: Notifier | None = None
@@ -41,10 +45,6 @@ class AppState:
     gauge_refreshers: list[Callable[[Database], Awaitable[None]]] = field(default_factory=list)
     # Throws away connections that cached a schema rebuilt under the running service.
     schema_watch: SchemaWatch = field(default_factory=SchemaWatch)
-    # Who asked (behind TRUSTED_PROXIES) and the bounded audit of refusals, shared with
-    # the API's door.
-    clients: ClientResolver = field(default_factory=lambda: ClientResolver(()))
-    refusals: AuthFailureTally | None = None
     # Signs and opens project page links; None until PUBLIC_BASE_URL and PAGE_LINK_SECRET.
     page_links: PageLinks | None = None
 

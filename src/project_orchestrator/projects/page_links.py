@@ -77,9 +77,6 @@ class PageLinks:
             raise LinkRefused("expired")
         return project_id
 
-    def expires_at(self, token: str) -> datetime:
-        return datetime.fromtimestamp(int(token.split(".")[1]), UTC)
-
     def _signature(self, project_hex: str, expires: int) -> str:
         message = _PURPOSE + f"{project_hex}:{expires}".encode()
         digest = hmac.new(self.key, message, hashlib.sha256).digest()

@@ -44,7 +44,7 @@ PHASE_NAMES = {
     Phase.MERGE: "Merge: the change goes live",
 }
 
-_PHASE_STATE = {
+PHASE_STATE = {
     PhaseStatus.PENDING: "up next",
     PhaseStatus.RUNNING: "working on it…",
     PhaseStatus.SUCCEEDED: "done",
@@ -53,7 +53,7 @@ _PHASE_STATE = {
     PhaseStatus.CANCELLED: "stopped",
 }
 
-_RUN_STATE = {
+RUN_STATE = {
     RunStatus.RUNNING: "in progress",
     RunStatus.AWAITING_APPROVAL: "waiting for your decision",
     RunStatus.ON_HOLD: "on hold (say `/resume` to continue)",
@@ -101,7 +101,7 @@ def render_board(
             latest[each.phase] = each
     lines = [
         f"**Build #{run.number}: {_clip(run.feature_request, 200)}**",
-        f"Status: {_RUN_STATE[run.status]}",
+        f"Status: {RUN_STATE[run.status]}",
         "",
     ]
     for phase in PHASE_ORDER:
@@ -110,7 +110,7 @@ def render_board(
             lines.append(f"- [x] {PHASE_NAMES[phase]}: agreed earlier")
             continue
         done = attempt is not None and attempt.status is PhaseStatus.SUCCEEDED
-        state = "" if attempt is None else f": {_PHASE_STATE[attempt.status]}"
+        state = "" if attempt is None else f": {PHASE_STATE[attempt.status]}"
         if (
             gate is not None
             and attempt is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,27 +29,24 @@ from project_orchestrator.workflow.models import (
     WorkflowPhase,
     WorkflowRun,
 )
-from project_orchestrator.workflow.notices import PHASE_NAMES, gate_name
+from project_orchestrator.workflow.notices import PHASE_NAMES, PHASE_STATE, RUN_STATE, gate_name
 
 # The newest builds; older ones are in the chat and the audit log.
 RUNS_SHOWN = 20
 # Apart by less than this, two steps were one transaction's (see `_ended_phase`).
 _SAME_STEP = timedelta(seconds=1)
 
-_RUN_WORDS = {
-    RunStatus.RUNNING: "in progress",
-    RunStatus.AWAITING_APPROVAL: "waiting for a decision",
-    RunStatus.ON_HOLD: "on hold",
-    RunStatus.COMPLETED: "finished",
-    RunStatus.CANCELLED: "cancelled",
-    RunStatus.FAILED: "failed",
+# How a build's badge is drawn: still going, done, or stopped short.
+Tone = Literal["waiting", "ok", "stopped"]
+_TONES: dict[RunStatus, Tone] = {
+    RunStatus.COMPLETED: "ok",
+    RunStatus.CANCELLED: "stopped",
+    RunStatus.FAILED: "stopped",
 }
-_ENDED_WORDS = {
-    PhaseStatus.SUCCEEDED: "done",
-    PhaseStatus.FAILED: "ran into a problem",
-    PhaseStatus.SKIPPED: "set aside",
-    PhaseStatus.CANCELLED: "stopped",
-}
+# A phase's end, in the progress message's words; running and pending are not ends.
+_ENDED = frozenset(
+    {PhaseStatus.SUCCEEDED, PhaseStatus.FAILED, PhaseStatus.SKIPPED, PhaseStatus.CANCELLED}
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class BuildView:
     number: int
     feature_request: str
     status: str
-    active: bool
+    tone: Tone
     pr_url: str | None
     cost: str
     timeline: list[Moment]
@@ -80,7 +78,6 @@ class BuildView:
 
 @dataclass(frozen=True)
 class VisionView:
-    title: str
     markdown: str
     version: int
     written_at: datetime
@@ -149,8 +146,8 @@ async def read_page(
             BuildView(
                 number=run.number,
                 feature_request=run.feature_request,
-                status=_RUN_WORDS[run.status],
-                active=run.finished_at is None,
+                status=RUN_STATE[run.status],
+                tone=_TONES.get(run.status, "waiting"),
                 pr_url=run.pr_url,
                 cost=by_run[run.id].words() if run.id in by_run else "no AI used yet",
                 timeline=_timeline(
@@ -192,19 +189,11 @@ def _vision(document: VisionDocument, gates: list[ApprovalGate]) -> VisionView:
         and g.decided_at is not None
     ]
     return VisionView(
-        title=_title(document.markdown),
         markdown=document.markdown,
         version=document.version,
         written_at=document.created_at,
         approved_at=max(approved, default=None),
     )
-
-
-def _title(markdown: str) -> str:
-    for line in markdown.splitlines():
-        if line.startswith("#"):
-            return line.lstrip("#").strip()
-    return "Vision"
 
 
 def _timeline(
@@ -238,9 +227,9 @@ def _timeline(
         during = [g for g in own if _ended_phase(g, ended_at)]
         for gate in during:
             moments.extend(_decision(gate, names))
-        ended = _ENDED_WORDS.get(attempt.status)
-        if ended_at is not None and ended is not None:
+        if ended_at is not None and attempt.status in _ENDED:
             label = name.split(":")[0]
+            ended = PHASE_STATE[attempt.status]
             moments.append(Moment(ended_at, "phase", f"{label}{again}: {ended}"))
         for gate in own:
             if gate not in during:
@@ -250,7 +239,7 @@ def _timeline(
             moments.extend(_decision(gate, names))
     if run.finished_at is not None:
         moments.append(
-            Moment(run.finished_at, "finished", f"Build #{run.number} {_RUN_WORDS[run.status]}")
+            Moment(run.finished_at, "finished", f"Build #{run.number} {RUN_STATE[run.status]}")
         )
     return moments
 
