@@ -383,3 +383,24 @@ async def test_health_ai_reports_the_configured_server(
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             healthy = (await client.get("/health/ai")).json()
     assert healthy == {"status": "healthy", "ai_service": "reachable"}
+
+
+async def test_malformed_arguments_are_never_sent_back(fake: tuple[FakeOpenAI, str]) -> None:
+    server, url = fake
+    server.reply_raw_tool("record_brainstorm_note", '{"topic": ')
+    server.reply_text("Sorry, once more.")
+    gateway = _gateway(url)
+    first = await gateway.create(system=SYSTEM, messages=list(HELLO), tools=[])
+    [call] = first.tool_calls
+    results = [
+        {"type": "tool_result", "tool_use_id": call.id, "content": "unreadable", "is_error": True}
+    ]
+    messages: list[dict[str, Any]] = [
+        *HELLO,
+        {"role": "assistant", "content": first.content},
+        {"role": "user", "content": results},
+    ]
+    # A server that re-reads earlier calls (vLLM) would refuse the bad text; it gets "{}".
+    assert (await gateway.create(system=SYSTEM, messages=messages, tools=[])).text
+    await gateway.aclose()
+    assert server.requests[1]["messages"][2]["tool_calls"][0]["function"]["arguments"] == "{}"

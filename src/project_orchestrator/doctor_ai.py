@@ -31,34 +31,17 @@ async def check_ai(settings: Settings, http: httpx.AsyncClient) -> CheckResult:
             "set ANTHROPIC_API_KEY, or LLM_PROVIDER=openai-compatible for a self-hosted model",
         )
     base = settings.anthropic_base_url.rstrip("/")
-    where = safe_url(base)
-    try:
-        response = await http.get(
-            f"{base}/v1/models",
-            headers={"x-api-key": key.get_secret_value(), "anthropic-version": ANTHROPIC_VERSION},
-        )
-    except httpx.HTTPError as exc:
-        return fail(
-            NAME,
-            f"unreachable: {where} ({http_error(exc)})",
-            "check network access to the Anthropic API and ANTHROPIC_BASE_URL",
-        )
-    code = response.status_code
-    if code == 200:
-        return ok(NAME, f"key accepted by {where} (model {settings.anthropic_model})")
-    if code in {401, 403}:
-        return fail(
-            NAME,
-            f"key rejected by {where} (HTTP {code})",
-            "check ANTHROPIC_API_KEY: it may be mistyped, revoked or for another organisation",
-        )
-    if code == 429 or code >= 500:
-        return warn(NAME, f"{where} answered HTTP {code} (rate limited or overloaded)", BUSY)
-    return fail(
-        NAME,
-        f"unexpected answer from {where}/v1/models (HTTP {code})",
-        "check ANTHROPIC_BASE_URL",
+    answer = await _list_models(
+        http,
+        f"{base}/v1/models",
+        {"x-api-key": key.get_secret_value(), "anthropic-version": ANTHROPIC_VERSION},
+        reach_hint="check network access to the Anthropic API and ANTHROPIC_BASE_URL",
+        key_hint="check ANTHROPIC_API_KEY: it may be mistyped, revoked or for another organisation",
+        url_hint="check ANTHROPIC_BASE_URL",
     )
+    if isinstance(answer, CheckResult):
+        return answer
+    return ok(NAME, f"key accepted by {safe_url(base)} (model {settings.anthropic_model})")
 
 
 async def _check_openai_compatible(settings: Settings, http: httpx.AsyncClient) -> CheckResult:
@@ -66,31 +49,18 @@ async def _check_openai_compatible(settings: Settings, http: httpx.AsyncClient) 
     model = settings.llm_model
     where = safe_url(base)
     key = settings.llm_api_key
-    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
-    try:
-        response = await http.get(f"{base}/models", headers=headers)
-    except httpx.HTTPError as exc:
-        return fail(
-            NAME,
-            f"model server unreachable: {where} ({http_error(exc)})",
-            "check that the model server runs and that LLM_BASE_URL points at it",
-        )
-    code = response.status_code
-    if code in {401, 403}:
-        return fail(NAME, f"key rejected by {where} (HTTP {code})", "check LLM_API_KEY")
-    if code == 404:
-        return fail(
-            NAME,
-            f"{where} has no /models (HTTP 404)",
-            "LLM_BASE_URL is the URL up to and including /v1 (e.g. http://127.0.0.1:11434/v1)",
-        )
-    if code == 429 or code >= 500:
-        return warn(NAME, f"{where} answered HTTP {code}", BUSY)
-    if code != 200:
-        return fail(
-            NAME, f"unexpected answer from {where}/models (HTTP {code})", "check LLM_BASE_URL"
-        )
-    served = _model_ids(response)
+    answer = await _list_models(
+        http,
+        f"{base}/models",
+        {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {},
+        reach_hint="check that the model server runs and that LLM_BASE_URL points at it",
+        key_hint="check LLM_API_KEY",
+        # A server's /v1/models answers; without the /v1 it is a 404.
+        url_hint="LLM_BASE_URL is the URL up to and including /v1 (e.g. http://127.0.0.1:11434/v1)",
+    )
+    if isinstance(answer, CheckResult):
+        return answer
+    served = _model_ids(answer)
     if served is None:
         return warn(NAME, f"{where} answered, but not with a model list", "check LLM_BASE_URL")
     # Ollama serves "llama3.2" as "llama3.2:latest"; either name reaches it.
@@ -102,6 +72,31 @@ async def _check_openai_compatible(settings: Settings, http: httpx.AsyncClient) 
         f"{where} does not list LLM_MODEL {model} (it lists: {listed})",
         "set LLM_MODEL to a model the server serves, or load that model there",
     )
+
+
+async def _list_models(
+    http: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    *,
+    reach_hint: str,
+    key_hint: str,
+    url_hint: str,
+) -> httpx.Response | CheckResult:
+    """Either provider's model list (a 200), or the verdict on why there is none."""
+    where = safe_url(url)
+    try:
+        response = await http.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        return fail(NAME, f"unreachable: {where} ({http_error(exc)})", reach_hint)
+    code = response.status_code
+    if code == 200:
+        return response
+    if code in {401, 403}:
+        return fail(NAME, f"key rejected by {where} (HTTP {code})", key_hint)
+    if code == 429 or code >= 500:
+        return warn(NAME, f"{where} answered HTTP {code} (rate limited or overloaded)", BUSY)
+    return fail(NAME, f"unexpected answer from {where} (HTTP {code})", url_hint)
 
 
 def _model_ids(response: httpx.Response) -> set[str] | None:

@@ -250,7 +250,12 @@ def _validate(body: dict[str, Any]) -> None:
             if content is None and not calls:
                 raise _Invalid(f"messages[{i}]: an assistant message needs content or tool_calls")
             for call in calls:
-                json.loads(call["function"]["arguments"])  # servers that re-read them (vLLM)
+                try:  # servers that render earlier calls through a chat template (vLLM)
+                    json.loads(call["function"]["arguments"])
+                except (KeyError, TypeError, ValueError):
+                    raise _Invalid(
+                        f"messages[{i}].tool_calls: function.arguments must be a JSON string"
+                    ) from None
                 unanswered.add(call["id"])
         if content is not None and not isinstance(content, str | list):
             raise _Invalid(f"messages[{i}].content: must be a string or a list of parts")
