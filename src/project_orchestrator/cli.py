@@ -219,20 +219,9 @@ def report(
     output_format: Annotated[
         str, typer.Option("--format", help="markdown (to paste into a chat) or json.")
     ] = "markdown",
-    until: Annotated[
-        str | None,
-        typer.Option(
-            help="Where the period ends (default now): 2026-12-01 or 2026-12-01T18:00, UTC."
-        ),
-    ] = None,
 ) -> None:
     """What the builds of a period came to: runs, time to merge, decisions, failures."""
-    from project_orchestrator.workflow.report import (
-        parse_period,
-        parse_until,
-        render_markdown,
-        report_from,
-    )
+    from project_orchestrator.workflow.report import parse_period, render_markdown, report_from
 
     if output_format not in ("markdown", "json"):
         typer.echo(f"--format must be markdown or json, not {output_format!r}.", err=True)
@@ -242,16 +231,11 @@ def report(
     except ValueError as exc:
         typer.echo(f"--since: {exc}.", err=True)
         raise typer.Exit(2) from None
-    try:
-        end = parse_until(until) if until is not None else None
-    except ValueError as exc:
-        typer.echo(f"--until: {exc}.", err=True)
-        raise typer.Exit(2) from None
     settings = _load_settings()
     from project_orchestrator.runtime import database_url_for_cli
 
     with database_url_for_cli(settings) as url:
-        summary = asyncio.run(report_from(url, period, end))
+        summary = asyncio.run(report_from(url, period))
     if output_format == "json":
         typer.echo(json.dumps(summary.as_json(), indent=2))
     else:

@@ -40,27 +40,6 @@ def parse_period(value: str) -> timedelta:
     return period
 
 
-def parse_until(value: str) -> datetime:
-    """Where a window ends: a date (its midnight, UTC) or a date and time (UTC unless it
-    names its offset); ValueError in plain words otherwise."""
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not a date: use 2026-12-01 or 2026-12-01T18:00 (UTC unless an "
-            "offset such as +01:00 is given)"
-        ) from None
-    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    # A window reaches back up to LONGEST_PERIOD from here; it must stay a real date.
-    if not _EARLIEST_END <= moment <= _LATEST_END:
-        raise ValueError(f"{value!r} is out of range: between the years 2000 and 9000")
-    return moment
-
-
-_EARLIEST_END = datetime(2000, 1, 1, tzinfo=UTC)
-_LATEST_END = datetime(9000, 1, 1, tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class GateWait:
     kind: str
@@ -241,10 +220,8 @@ def render_markdown(summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def report_from(
-    database_url: str, period: timedelta, until: datetime | None = None
-) -> Summary:
-    """`orchestrator report`: the summary of the `period` before `until` (now)."""
+async def report_from(database_url: str, period: timedelta) -> Summary:
+    """`orchestrator report`: the summary of the last `period`, from a database URL."""
     async with one_connection_database(database_url) as db, db.sessionmaker() as session:
-        end = until or datetime.now(UTC)
-        return await summarise(session, since=end - period, until=end)
+        until = datetime.now(UTC)
+        return await summarise(session, since=until - period, until=until)

@@ -15,7 +15,6 @@ from project_orchestrator.api.schemas import error_responses
 from project_orchestrator.workflow.report import (
     Summary,
     parse_period,
-    parse_until,
     render_markdown,
     summarise,
 )
@@ -43,14 +42,6 @@ async def summary(
             description="How far back: a number and a unit (m, h, d, w), such as 7d",
         ),
     ] = "7d",
-    until: Annotated[
-        str | None,
-        Query(
-            max_length=40,
-            description="Where the period ends (default now): 2026-12-01 or "
-            "2026-12-01T18:00, UTC unless an offset is given",
-        ),
-    ] = None,
     output_format: Annotated[
         Literal["json", "markdown"],
         Query(alias="format", description="json, or Markdown to paste into a chat"),
@@ -63,13 +54,8 @@ async def summary(
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("query", "since"), "msg": str(exc), "input": since}]
         ) from None
-    try:
-        end = parse_until(until) if until is not None else datetime.now(UTC)
-    except ValueError as exc:
-        raise RequestValidationError(
-            [{"type": "value_error", "loc": ("query", "until"), "msg": str(exc), "input": until}]
-        ) from None
-    report = await summarise(session, since=end - period, until=end)
+    until = datetime.now(UTC)
+    report = await summarise(session, since=until - period, until=until)
     if output_format == "markdown":
         return PlainTextResponse(render_markdown(report), media_type="text/markdown")
     return report
