@@ -207,13 +207,12 @@ async def test_the_token_cap_stops_the_agent(setup: AnthropicSetup) -> None:
 
 
 @dataclass
-class SaysMoreWhileThinking:
-    """The person writes again while the model is still answering the first message."""
+class WhileThinking:
+    """The gateway, with something the person does while the model thinks."""
 
     inner: ModelGateway
     setup: AnthropicSetup
     done: bool = False
-    said: str | None = None  # what storing it answered at once (None: queued)
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -222,6 +221,13 @@ class SaysMoreWhileThinking:
     @property
     def model(self) -> str:
         return self.inner.model
+
+
+@dataclass
+class SaysMoreWhileThinking(WhileThinking):
+    """The person writes again while the model is still answering the first message."""
+
+    said: str | None = None  # what storing it answered at once (None: queued)
 
     async def create(self, **request: Any) -> Any:
         if not self.done:
@@ -304,27 +310,14 @@ async def test_an_ai_away_for_the_whole_window_is_said_plainly(setup: AnthropicS
 
 
 @dataclass
-class DecidesWhileThinking:
+class DecidesWhileThinking(WhileThinking):
     """The person cancels the build while the model is thinking about holding it."""
-
-    inner: ModelGateway
-    db: Database
-    setup: AnthropicSetup
-    done: bool = False
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        return self.inner.breaker
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
 
     async def create(self, **request: Any) -> Any:
         reply = await self.inner.create(**request)
         if not self.done:
             self.done = True
-            async with self.db.session_scope() as session:
+            async with self.setup.db.session_scope() as session:
                 project = await lock_project(session, self.setup.project_id)
                 owner = Actor(await github_identity(session, "ada"), Channel.GITHUB)
                 await self.setup.agent.workflow.cancel(session, project, owner)
@@ -338,7 +331,7 @@ async def test_a_decision_made_while_the_model_thinks_wins_over_its_tool_call(
         project = await lock_project(session, setup.project_id)
         owner = Actor(await github_identity(session, "ada"), Channel.GITHUB)
         await setup.agent.workflow.start_run(session, project, owner, "x")
-    setup.agent.gateway = DecidesWhileThinking(setup.gateway, setup.db, setup)  # type: ignore[assignment]
+    setup.agent.gateway = DecidesWhileThinking(setup.gateway, setup)  # type: ignore[assignment]
     setup.fake.reply([tool_use("hold_build")], "tool_use")
     setup.fake.reply_text("You had cancelled it meanwhile, so there is nothing to pause.")
     assert "cancelled" in (await setup.say("Please pause the build") or "")
