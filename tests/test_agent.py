@@ -428,5 +428,5 @@ async def test_a_message_stored_after_its_turn_was_chosen_is_left_to_its_own_tur
                 await session.execute(select(ConversationMessage.content, ConversationMessage.id))
             ).all()
         )
-        history = await setup.agent.history(session, project, ids["second"])
+        history = await setup.agent.history(session, project.id, ids["second"])
     assert [m.content for m in history.messages] == ["first", "Noted.", "second"]

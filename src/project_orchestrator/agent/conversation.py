@@ -16,21 +16,21 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from project_orchestrator import metrics
-from project_orchestrator.agent import prompts
+from project_orchestrator.agent import prompts, turn_store
 from project_orchestrator.agent.llm import AIUnavailable, ModelGateway, TokenUsage
 from project_orchestrator.agent.models import (
     AgentTurn,
     ConversationMessage,
-    ConversationSummary,
     MessageRole,
 )
 from project_orchestrator.agent.protocol import ReplyTo
 from project_orchestrator.agent.tools import TOOLS
+from project_orchestrator.agent.turn_store import Said
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.base import Notifier
 from project_orchestrator.db.enqueue import enqueue_turn
@@ -40,10 +40,6 @@ from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.budget import WAITING_FOR_BUDGET, Budgets
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import Actor
-from project_orchestrator.vision.render import summarize_vision
-from project_orchestrator.vision.service import latest_vision
-from project_orchestrator.workflow.models import ApprovalGate, WorkflowRun
-from project_orchestrator.workflow.notices import gate_name
 from project_orchestrator.workflow.service import Workflow
 
 log = get_logger(__name__)
@@ -92,9 +88,9 @@ def plain_reply(text: str) -> str:
 @dataclass(frozen=True)
 class History:
     summary: str | None  # of everything before `messages`
-    messages: list[ConversationMessage]
+    messages: list[Said]
     # Older messages to fold into the summary first (a model call), when over budget.
-    to_summarise: list[ConversationMessage]
+    to_summarise: list[Said]
 
 
 @dataclass
@@ -172,36 +168,8 @@ class AgentConversation:
         total = (await session.execute(_CHARGE, values)).scalar_one()
         return int(total)
 
-    async def standing(
-        self, session: AsyncSession, project: Project
-    ) -> tuple[WorkflowRun | None, ApprovalGate | None]:
-        """The run in progress and the question it waits on, if any."""
-        run = await self.workflow.active_run(session, project.id)
-        gate = await self.workflow.pending_gate(session, run.id) if run is not None else None
-        return run, gate
-
-    async def context(
-        self,
-        session: AsyncSession,
-        project: Project,
-        summary: str | None,
-        standing: tuple[WorkflowRun | None, ApprovalGate | None] | None = None,
-    ) -> str:
-        """What the model is told about the project; `standing` when already read."""
-        run, gate = standing if standing is not None else await self.standing(session, project)
-        document = await latest_vision(session, project.id)
-        return prompts.project_context(
-            name=project.name,
-            repo=project.github_repo,
-            phase=run.current_phase.value if run and run.current_phase else None,
-            run=f"#{run.number}: {run.feature_request} ({run.status.value})" if run else None,
-            pending_gate=gate_name(gate.kind) if gate is not None else None,
-            vision_summary=summarize_vision(document.markdown) if document else None,
-            summary_of_earlier=summary,
-        )
-
     async def history(
-        self, session: AsyncSession, project: Project, through_message_id: int | None = None
+        self, session: AsyncSession, project_id: uuid.UUID, through_message_id: int | None = None
     ) -> History:
         """The messages the model sees, after the latest summary; over the budget, the
         older half is handed back to be summarised first.
@@ -210,36 +178,7 @@ class AgentConversation:
         are left out (each statement sees what has committed by then, so one stored after
         the turn was chosen would otherwise be answered twice: here and by its own turn).
         The agent's answers are all kept."""
-        summary = (
-            await session.execute(
-                select(ConversationSummary)
-                .where(ConversationSummary.project_id == project.id)
-                .order_by(ConversationSummary.through_message_id.desc())
-                .limit(1)
-            )
-        ).scalar_one_or_none()
-        after = summary.through_message_id if summary is not None else 0
-        messages = list(
-            (
-                await session.execute(
-                    select(ConversationMessage)
-                    .where(
-                        ConversationMessage.project_id == project.id,
-                        ConversationMessage.id > after,
-                        *(
-                            ()
-                            if through_message_id is None
-                            else (
-                                (ConversationMessage.id <= through_message_id)
-                                | (ConversationMessage.role == MessageRole.ASSISTANT),
-                            )
-                        ),
-                    )
-                    .order_by(ConversationMessage.id)
-                )
-            ).scalars()
-        )
-        previous = summary.summary if summary is not None else None
+        previous, messages = await turn_store.history(session, project_id, through_message_id)
         if sum(estimate_tokens(m.content) for m in messages) <= self.history_budget:
             return History(previous, messages, [])
         older, recent = _split_for_summary(messages, self.history_budget // 2)
@@ -247,7 +186,7 @@ class AgentConversation:
         return History(previous, recent, older)
 
     async def summarise(
-        self, previous: str | None, older: list[ConversationMessage]
+        self, previous: str | None, older: list[Said]
     ) -> tuple[str | None, TokenUsage]:
         """A model call: run it with no transaction open. The summary (None when the model
         could not give one) and what the call used, to be charged like any other."""
@@ -293,9 +232,7 @@ class AgentConversation:
         return message
 
 
-def _split_for_summary(
-    messages: list[ConversationMessage], keep_tokens: int
-) -> tuple[list[ConversationMessage], list[ConversationMessage]]:
+def _split_for_summary(messages: list[Said], keep_tokens: int) -> tuple[list[Said], list[Said]]:
     """The newest messages that fit `keep_tokens` stay verbatim; the rest is summarised."""
     kept = 0
     cut = len(messages)
@@ -306,7 +243,7 @@ def _split_for_summary(
     return messages[:cut], messages[cut:]
 
 
-def alternating(history: list[ConversationMessage]) -> list[dict[str, Any]]:
+def alternating(history: list[Said]) -> list[dict[str, Any]]:
     """The API wants user and assistant turns to alternate, starting with the user."""
     merged: list[dict[str, Any]] = []
     for message in history:

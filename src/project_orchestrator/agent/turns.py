@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import keys
-from project_orchestrator.agent import prompts
+from project_orchestrator.agent import prompts, turn_store
 from project_orchestrator.agent.conversation import (
     AgentConversation,
     History,
@@ -37,7 +37,6 @@ from project_orchestrator.agent.llm import AIUnavailable, TokenUsage, add_usage
 from project_orchestrator.agent.models import (
     AgentTurn,
     ConversationSummary,
-    MessageRole,
     TurnStatus,
 )
 from project_orchestrator.agent.protocol import ReplyTo
@@ -51,7 +50,6 @@ from project_orchestrator.projects.budget import WAITING_FOR_BUDGET
 from project_orchestrator.projects.lookup import status_text
 from project_orchestrator.projects.models import Identity, Project
 from project_orchestrator.projects.service import Actor, lock_project
-from project_orchestrator.workflow.models import ApprovalGate, WorkflowRun
 
 log = get_logger(__name__)
 
@@ -149,27 +147,25 @@ class TurnRunner:
         except that with the lease `just_taken` in this transaction it looks first (there
         is usually a turn, and the lease is kept for it) and releases and looks again only
         when there is none."""
-        pending = await _pending_turns(session, project_id) if just_taken else []
+        pending = await turn_store.pending_turns(session, project_id) if just_taken else []
         kept = _due(pending, newer_than)
         if not kept:
             await leases.release(session, key, holder)
-            pending = await _pending_turns(session, project_id)
+            pending = await turn_store.pending_turns(session, project_id)
             if not _due(pending, newer_than):
                 return None
-        project = await session.get(Project, project_id)
-        if project is None:
+        standing = await turn_store.standing(session, project_id)
+        if standing is None:
             await leases.release(session, key, holder)
             return None
         if not kept:
             await leases.take(session, key, holder, TURN_LEASE)
         newest, older = pending[0], pending[1:]
-        for turn in older:
-            turn.status = TurnStatus.SUPERSEDED
-        if await self._stopped_since_stored(session, project, newest):
+        await turn_store.supersede(session, [turn.id for turn in older])
+        if await self._stopped_since_stored(session, project_id, standing, newest):
             await leases.release(session, key, holder)
             return None
-        history = await self.agent.history(session, project, newest.message_id)
-        standing = await self.agent.standing(session, project)
+        history = await self.agent.history(session, project_id, newest.message_id)
         return LoadedTurn(
             turn_id=newest.id,
             project_id=project_id,
@@ -179,25 +175,34 @@ class TurnRunner:
             created_at=newest.created_at,
             attempts=newest.attempts,
             history=history,
-            context=await self.agent.context(session, project, history.summary, standing),
-            picture=_picture_of(project, *standing),
+            context=standing.context(history.summary),
+            picture=standing.picture,
         )
 
     async def _stopped_since_stored(
-        self, session: AsyncSession, project: Project, turn: AgentTurn
+        self,
+        session: AsyncSession,
+        project_id: uuid.UUID,
+        standing: turn_store.Standing,
+        turn: turn_store.PendingTurn,
     ) -> bool:
         """Whether a budget was reached after `turn`'s message was checked against it (an
         earlier turn, still thinking then, was charged since): the turn then waits for
         the owner, as a message arriving now would. The project row's `updated_at` moves
-        with every charge, so the common case costs no statement."""
-        if project.updated_at <= turn.created_at:
+        with every charge, so the common case costs no statement, and one within its
+        budgets costs one."""
+        budgets = self.agent.budgets
+        if standing.updated_at <= turn.created_at or await budgets.within(session, project_id):
             return False
-        stopped = await self.agent.budgets.stop_if_over(session, project)
+        project = await session.get(Project, project_id)
+        stopped = await budgets.stop_if_over(session, project) if project is not None else None
         if stopped is None:
             return False
-        turn.not_before = WAITING_FOR_BUDGET
+        await session.execute(
+            update(AgentTurn).where(AgentTurn.id == turn.id).values(not_before=WAITING_FOR_BUDGET)
+        )
         await ReplyTo.decode(turn.reply_to).stage(session, stopped, suffix="budget")
-        log.warning("ai.budget_reached", project_id=str(project.id), turn_id=turn.id)
+        log.warning("ai.budget_reached", project_id=str(project_id), turn_id=turn.id)
         return True
 
     # --- one turn ------------------------------------------------------------------
@@ -216,22 +221,19 @@ class TurnRunner:
         async with self.db.session_scope() as session:
             if not await leases.renew(session, key, holder, TURN_LEASE):
                 raise LeaseLost
-            turn = await session.get(AgentTurn, loaded.turn_id, with_for_update=True)
             # Locked and pending, the turn has its project and person: deleting either
             # deletes the turn, and would wait for this transaction.
-            if turn is not None and turn.status is TurnStatus.PENDING:
+            if await turn_store.lock_if_pending(session, loaded.turn_id):
                 await self.agent.charge_by_id(session, loaded.project_id, uncharged)
-                await self.agent.store(
+                await turn_store.store_answer(
                     session,
+                    loaded.turn_id,
                     loaded.project_id,
-                    MessageRole.ASSISTANT,
                     loaded.channel,
                     answer,
-                    blocks=blocks,
-                    tokens=used.total,
+                    blocks,
+                    used.total,
                 )
-                turn.status = TurnStatus.ANSWERED
-                turn.answered_at = datetime.now(UTC)
                 await record_ai(session, healthy=True)
                 await loaded.reply_to.stage(session, answer)
             return await self._next_or_release(session, loaded.project_id, key, holder)
@@ -267,11 +269,10 @@ class TurnRunner:
                 )
         summarised = replace(history, summary=text, to_summarise=[])
         async with self.db.session_scope() as session:
-            project = await session.get(Project, loaded.project_id)
-            if project is None:
+            standing = await turn_store.standing(session, loaded.project_id)
+            if standing is None:
                 raise LookupError("the project was deleted during its turn")
-            context = await self.agent.context(session, project, text)
-        return replace(loaded, history=summarised, context=context)
+        return replace(loaded, history=summarised, context=standing.context(text))
 
     async def _think(
         self, loaded: LoadedTurn, key: str, holder: str
@@ -324,7 +325,7 @@ class TurnRunner:
         self, session: AsyncSession, ctx: ToolContext, calls: list[Any], picture: str
     ) -> tuple[list[dict[str, Any]], str]:
         """The round's tool calls, unless what they act on changed while the model thought."""
-        now = await _picture(session, self.agent, ctx.project)
+        now = await _picture(session, ctx.project.id)
         results = []
         for call in calls:
             tool = BY_NAME.get(call.name)
@@ -348,7 +349,7 @@ class TurnRunner:
                 }
             )
         # The model has now been told the new picture; what it does next acts on it.
-        return results, await _picture(session, self.agent, ctx.project)
+        return results, await _picture(session, ctx.project.id)
 
     async def _unavailable(
         self, loaded: LoadedTurn, key: str, holder: str, error: AIUnavailable
@@ -389,22 +390,7 @@ class TurnRunner:
         return Actor(identity, loaded.channel)
 
 
-async def _pending_turns(session: AsyncSession, project_id: uuid.UUID) -> list[AgentTurn]:
-    """The project's pending turns, newest first, locked."""
-    return list(
-        (
-            await session.execute(
-                select(AgentTurn)
-                .where(AgentTurn.project_id == project_id, AgentTurn.status == TurnStatus.PENDING)
-                .order_by(AgentTurn.id.desc())
-                .with_for_update()
-                .execution_options(populate_existing=True)  # as locked now
-            )
-        ).scalars()
-    )
-
-
-def _due(pending: list[AgentTurn], newer_than: int | None) -> bool:
+def _due(pending: list[turn_store.PendingTurn], newer_than: int | None) -> bool:
     """Whether the newest pending turn is to be answered now (not waiting for its retry,
     whose job comes back then; newer than `newer_than` when given)."""
     if not pending or pending[0].not_before > datetime.now(UTC):
@@ -412,20 +398,10 @@ def _due(pending: list[AgentTurn], newer_than: int | None) -> bool:
     return newer_than is None or pending[0].id > newer_than
 
 
-async def _picture(session: AsyncSession, agent: AgentConversation, project: Project) -> str:
-    return _picture_of(project, *await agent.standing(session, project))
-
-
-def _picture_of(project: Project, run: WorkflowRun | None, gate: ApprovalGate | None) -> str:
-    """What a tool acts on: the run in progress, its phase, the question waiting, the
-    repository. When it changes during a model call, the model's plan is out of date."""
-    return "|".join(
-        str(part)
-        for part in (
-            project.github_repo,
-            run.id if run else None,
-            run.status if run else None,
-            run.current_phase if run else None,
-            gate.id if gate else None,
-        )
-    )
+async def _picture(session: AsyncSession, project_id: uuid.UUID) -> str:
+    """What the tools act on now, the ORM's changes of this transaction included."""
+    await session.flush()  # the raw connection sees only what was sent
+    standing = await turn_store.standing(session, project_id)
+    if standing is None:
+        raise LookupError("the project was deleted during its turn")
+    return standing.picture

@@ -17,18 +17,37 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import keys
 from project_orchestrator.channels.models import OutboundKind, OutboundMessage, OutboundStatus
-from project_orchestrator.db import leases
+from project_orchestrator.db import leases, raw
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.enqueue import enqueue_delivery
 from project_orchestrator.db.types import Channel
 
 # --- writing into the outbox ------------------------------------------------------------------
+
+# Prebuilt: every answer and every notice is staged, and the ORM's insert construct,
+# built and compiled per call, cost several times the statement's own round trip.
+_STAGE_VALUES = """
+    INSERT INTO outbound_messages
+        (idempotency_key, channel, kind, conversation, target, body, payload)
+    VALUES ($1, $2::channel, $3, $4, $5, $6, $7::jsonb)
+"""
+_STAGE = _STAGE_VALUES + " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+_STAGE_REPLACING = (
+    _STAGE_VALUES
+    + """
+    ON CONFLICT (idempotency_key) DO UPDATE SET
+        body = excluded.body, payload = excluded.payload, status = 'pending',
+        revision = outbound_messages.revision + 1, last_error = NULL, updated_at = now()
+    WHERE outbound_messages.body IS DISTINCT FROM excluded.body
+    RETURNING id
+"""
+)
 
 
 async def stage(
@@ -49,30 +68,17 @@ async def stage(
     is delivered again; the same text again changes nothing. Without it, a key already
     written keeps its first text: a job that runs twice says it once.
     """
-    statement = insert(OutboundMessage).values(
-        idempotency_key=key,
-        channel=channel,
-        kind=kind.value,
-        conversation=conversation,
-        target=target,
-        body=body,
-        payload=payload,
+    connection = await raw.in_transaction(session)
+    written = await connection.fetchval(
+        _STAGE_REPLACING if replace else _STAGE,
+        key,
+        channel.value,
+        kind.value,
+        conversation,
+        target,
+        body,
+        raw.json_text(payload),
     )
-    if replace:
-        statement = statement.on_conflict_do_update(
-            index_elements=["idempotency_key"],
-            set_={
-                "body": statement.excluded.body,
-                "payload": statement.excluded.payload,
-                "status": OutboundStatus.PENDING,
-                "revision": OutboundMessage.revision + 1,
-                "last_error": None,
-            },
-            where=OutboundMessage.body.is_distinct_from(statement.excluded.body),
-        )
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=["idempotency_key"])
-    written = (await session.execute(statement.returning(OutboundMessage.id))).first()
     if written is not None:
         await enqueue_delivery(session, conversation)
 
@@ -102,17 +108,15 @@ class PendingMessage:
 
 # One statement: the row is locked while it is updated, and a revision that moved on (newer
 # text arrived while this one was sent) stays pending.
-_DELIVERED = text(
-    """
+_DELIVERED = """
     UPDATE outbound_messages SET
-        external_id = COALESCE(NULLIF(:external_id, ''), external_id),
+        external_id = COALESCE(NULLIF($2, ''), external_id),
         last_error = NULL,
         sent_at = now(),
         updated_at = now(),
-        status = CASE WHEN revision = :revision THEN 'sent'::outbound_status ELSE status END
-    WHERE id = :id
-    """
-)
+        status = CASE WHEN revision = $3 THEN 'sent'::outbound_status ELSE status END
+    WHERE id = $1
+"""
 
 
 async def first_pending(
@@ -139,10 +143,8 @@ async def delivered_then_next(
     Sent, unless newer text for an edited-in-place message arrived meanwhile: that stays
     pending, and knows the id to edit."""
     async with db.session_scope() as session:
-        await session.execute(
-            _DELIVERED,
-            {"id": message.id, "external_id": external_id, "revision": message.revision},
-        )
+        connection = await raw.in_transaction(session)
+        await connection.execute(_DELIVERED, message.id, external_id, message.revision)
         return await _next_or_release(session, conversation, holder, ttl)
 
 
@@ -173,18 +175,37 @@ async def failed_then_next(
         return None
 
 
-async def _oldest_pending(session: AsyncSession, conversation: str) -> OutboundMessage | None:
-    return (
-        await session.execute(
-            select(OutboundMessage)
-            .where(
-                OutboundMessage.conversation == conversation,
-                OutboundMessage.status == OutboundStatus.PENDING,
-            )
-            .order_by(OutboundMessage.id)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+# The oldest pending row of a conversation, counted as an attempt, in one statement.
+_TAKE_OLDEST = """
+    UPDATE outbound_messages SET attempts = attempts + 1, updated_at = now()
+    WHERE id = (
+        SELECT id FROM outbound_messages
+        WHERE conversation = $1 AND status = 'pending'
+        ORDER BY id LIMIT 1
+        FOR UPDATE
+    )
+    RETURNING id, idempotency_key, channel::text, kind, body, payload, external_id, attempts,
+        revision
+"""
+
+
+async def _take_oldest(session: AsyncSession, conversation: str) -> PendingMessage | None:
+    connection = await raw.in_transaction(session)
+    row = await connection.fetchrow(_TAKE_OLDEST, conversation)
+    if row is None:
+        return None
+    return PendingMessage(
+        id=row["id"],
+        key=row["idempotency_key"],
+        channel=Channel(row["channel"]),
+        # Rows in a conversation are outbox rows: they always have a kind.
+        kind=OutboundKind(row["kind"] or OutboundKind.GITHUB_COMMENT),
+        body=row["body"],
+        payload=dict(row["payload"] or {}),
+        external_id=row["external_id"],
+        attempts=row["attempts"],
+        revision=row["revision"],
+    )
 
 
 async def release_lease(db: Database, conversation: str, holder: str) -> None:
@@ -206,26 +227,14 @@ async def _next_or_release(
     work, and the lease is kept for it) and releases and looks again only when there is
     none."""
     lease = keys.outbox_lease(conversation)
-    row = await _oldest_pending(session, conversation) if just_taken else None
-    if row is None:
+    taken = await _take_oldest(session, conversation) if just_taken else None
+    if taken is None:
         await leases.release(session, lease, holder)
-        row = await _oldest_pending(session, conversation)
-        if row is None:
+        taken = await _take_oldest(session, conversation)
+        if taken is None:
             return None
         await leases.take(session, lease, holder, ttl)
-    row.attempts += 1
-    return PendingMessage(
-        id=row.id,
-        key=row.idempotency_key,
-        channel=row.channel,
-        # Rows in a conversation are outbox rows: they always have a kind.
-        kind=OutboundKind(row.kind or OutboundKind.GITHUB_COMMENT),
-        body=row.body,
-        payload=dict(row.payload or {}),
-        external_id=row.external_id,
-        attempts=row.attempts,
-        revision=row.revision,
-    )
+    return taken
 
 
 # --- sends that do not go through the outbox --------------------------------------------------

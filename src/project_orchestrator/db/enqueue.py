@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import structlog
 from pgqueuer.queries import Queries
-from sqlalchemy import LargeBinary, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import keys
+from project_orchestrator.db import raw
 from project_orchestrator.db.jobs import (
     AGENT_TURN,
     DELIVER_OUTBOUND,
@@ -27,9 +27,8 @@ async def enqueue_event_jobs(session: AsyncSession, jobs: list[EventJob]) -> Non
     """The jobs become visible exactly when the session's transaction commits."""
     if not jobs:
         return
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(
+    connection = await raw.in_transaction(session)
+    await Queries.from_asyncpg_connection(connection).enqueue(
         entrypoint=[HANDLE_EVENT] * len(jobs),
         payload=[job.encode() for job in jobs],
         priority=[0] * len(jobs),
@@ -45,9 +44,8 @@ async def enqueue_step_job(session: AsyncSession, job: StepJob) -> None:
     if job.correlation_id is None:
         # The request or job that caused this step: its logs and the step's share an id.
         job = StepJob(job.phase_id, _current_correlation_id())
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(
+    connection = await raw.in_transaction(session)
+    await Queries.from_asyncpg_connection(connection).enqueue(
         entrypoint=RUN_STEP,
         payload=job.encode(),
         dedupe_key=keys.step_dedupe(job.phase_id),
@@ -60,9 +58,8 @@ async def enqueue_checks_poll(
 ) -> None:
     """The next poll of a checks phase, due after `delay`, queued once however often asked."""
     job = StepJob(phase_id, _current_correlation_id(), poll=number)
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    await Queries.from_asyncpg_connection(raw.driver_connection).enqueue(
+    connection = await raw.in_transaction(session)
+    await Queries.from_asyncpg_connection(connection).enqueue(
         entrypoint=RUN_STEP,
         payload=job.encode(),
         execute_after=delay,
@@ -94,21 +91,20 @@ async def enqueue_turn(session: AsyncSession, project_id: uuid.UUID) -> None:
 # and a `queued` line in its log; tests pin the parity), in one short statement: every
 # message queues two such jobs, and pgqueuer's general statement (dedupe keys, batches)
 # cost several times as much to run.
-_ENQUEUE_ONE = text(
-    """
+_ENQUEUE_ONE = """
     WITH job AS (
         INSERT INTO pgqueuer (priority, entrypoint, payload, headers, status)
-        VALUES (0, :entrypoint, :payload, 'null'::jsonb, 'queued')
+        VALUES (0, $1, $2::bytea, 'null'::jsonb, 'queued')
         RETURNING id, entrypoint, priority
     )
     INSERT INTO pgqueuer_log (job_id, status, entrypoint, priority)
     SELECT id, 'queued', entrypoint, priority FROM job
-    """
-).bindparams(bindparam("payload", type_=LargeBinary()))
+"""
 
 
 async def _enqueue_one(session: AsyncSession, entrypoint: str, payload: bytes) -> None:
-    await session.execute(_ENQUEUE_ONE, {"entrypoint": entrypoint, "payload": payload})
+    connection = await raw.in_transaction(session)
+    await connection.execute(_ENQUEUE_ONE, entrypoint, payload)
 
 
 def _current_correlation_id() -> str | None:

@@ -1,13 +1,19 @@
 """Plain asyncpg connections, for the hot ingress path and the job queue.
 
 The ORM is for the services; the webhook path and pgqueuer talk to asyncpg directly,
-on the same database and in the same transactions.
+on the same database and in the same transactions. So do the statements every message
+runs (its turn, its delivery): `in_transaction` hands out the asyncpg connection under
+an ORM session, inside that session's transaction.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
+import orjson
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import SERVICE_NAME
 
@@ -47,3 +53,27 @@ async def connect(database_url: str) -> asyncpg.Connection:
         timeout=3,
         server_settings={"application_name": SERVICE_NAME},
     )
+
+
+async def in_transaction(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection of `session`, with the session's transaction begun on it.
+
+    A statement run here commits or rolls back with the session. SQLAlchemy's adapter
+    sends BEGIN only before its own first statement, so a connection taken before any
+    would run in autocommit: the BEGIN is sent here then. On this connection json and
+    jsonb parameters are JSON text (SQLAlchemy's codecs), and results come back decoded.
+    The ORM's objects in the session do not see what is written here.
+    """
+    connection = await session.connection()
+    fairy = await connection.get_raw_connection()
+    adapted: Any = fairy.dbapi_connection
+    # Private to the adapter (uv.lock fixes its version; a test pins the behaviour).
+    if adapted._transaction is None:
+        await adapted._start_transaction()
+    driver: asyncpg.Connection = fairy.driver_connection
+    return driver
+
+
+def json_text(value: Any) -> str:
+    """A json or jsonb parameter for `in_transaction`'s connection."""
+    return orjson.dumps(value).decode()

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator.agent.models import AgentTurn, TurnStatus
 from project_orchestrator.audit import AuditAction, AuditLog, AuditResult
+from project_orchestrator.db import raw
 from project_orchestrator.db.enqueue import enqueue_turn
 from project_orchestrator.errors import ConflictError, ForbiddenError
 from project_orchestrator.projects.models import (
@@ -77,10 +78,36 @@ def suggested_budget(used: int, limit: int) -> int:
     return min(MAX_BUDGET, max(limit * 2, used + 100_000))
 
 
+# Whether a project, and its build in progress, are within their caps, in one statement:
+# the same figures as `Budgets.standing` (an owner's limit of 0 counts as none set).
+_WITHIN = """
+    SELECT p.ai_tokens_used < COALESCE(NULLIF(p.ai_token_limit, 0), $2)
+       AND (r.id IS NULL OR COALESCE(
+               (SELECT sum(u.input_tokens + u.output_tokens + u.cache_read_tokens
+                           + u.cache_write_tokens)
+                  FROM ai_usage u WHERE u.run_id = r.id), 0)
+           < COALESCE(NULLIF(r.ai_token_limit, 0), $3))
+      FROM projects p
+      LEFT JOIN workflow_runs r ON r.project_id = p.id
+           AND r.status IN ('running', 'awaiting_approval', 'on_hold')
+     WHERE p.id = $1
+"""
+
+
 @dataclass
 class Budgets:
     audit: AuditLog
     limits: Limits
+
+    async def within(self, session: AsyncSession, project_id: uuid.UUID) -> bool:
+        """Whether no cap is reached (a deleted project is within): one raw statement,
+        for the turn that checks again (see `agent.turns`); `stop_if_over` says what
+        to do when one is."""
+        connection = await raw.in_transaction(session)
+        within = await connection.fetchval(
+            _WITHIN, project_id, self.limits.per_project, self.limits.per_run
+        )
+        return within is not False
 
     async def standing(self, session: AsyncSession, project: Project) -> Standing:
         run = (
