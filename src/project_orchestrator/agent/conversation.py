@@ -16,25 +16,19 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from project_orchestrator import metrics
 from project_orchestrator.agent import prompts, turn_store
 from project_orchestrator.agent.llm import AIUnavailable, ModelGateway, TokenUsage
-from project_orchestrator.agent.models import (
-    AgentTurn,
-    ConversationMessage,
-    MessageRole,
-)
 from project_orchestrator.agent.protocol import ReplyTo
 from project_orchestrator.agent.tools import TOOLS
 from project_orchestrator.agent.turn_store import Said
 from project_orchestrator.audit import AuditLog
 from project_orchestrator.channels.base import Notifier
+from project_orchestrator.db import raw
 from project_orchestrator.db.enqueue import enqueue_turn
-from project_orchestrator.db.types import Channel
 from project_orchestrator.effects import after_commit
 from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.budget import WAITING_FOR_BUDGET, Budgets
@@ -55,23 +49,21 @@ NOT_CONFIGURED = (
 )
 # The project's total and the ledger line (by model, with the run in progress) in one
 # statement: one round trip per charge, as before the ledger.
-_CHARGE = text(
-    """
+_CHARGE = """
     WITH charged AS (
-        UPDATE projects SET ai_tokens_used = ai_tokens_used + :tokens, updated_at = now()
-         WHERE id = :project_id RETURNING ai_tokens_used
+        UPDATE projects SET ai_tokens_used = ai_tokens_used + $2, updated_at = now()
+         WHERE id = $1 RETURNING ai_tokens_used
     ), ledger AS (
         INSERT INTO ai_usage (project_id, run_id, model, input_tokens, output_tokens,
                               cache_read_tokens, cache_write_tokens)
-        SELECT :project_id,
-               (SELECT id FROM workflow_runs WHERE project_id = :project_id
+        SELECT $1,
+               (SELECT id FROM workflow_runs WHERE project_id = $1
                    AND status IN ('running', 'awaiting_approval', 'on_hold')),
-               :model, :input_tokens, :output_tokens, :cache_read_tokens, :cache_write_tokens
-          FROM charged WHERE CAST(:tokens AS bigint) > 0
+               $3, $4, $5, $6, $7
+          FROM charged WHERE $2::bigint > 0
     )
     SELECT ai_tokens_used FROM charged
-    """
-)
+"""
 _CODE_BLOCK = re.compile(r"```.*?(```|$)", re.DOTALL)
 
 
@@ -114,31 +106,27 @@ class AgentConversation:
         owner raises it.
         """
         text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
-        message = await self.store(
-            session,
-            project.id,
-            MessageRole.USER,
-            actor.channel,
-            text,
-            author_id=actor.identity.id,
+        await session.flush()  # the project or the person may be new in this transaction
+        message_id = await turn_store.store_message(
+            session, project.id, actor.channel, text, actor.identity.id
         )
         # Counted once the message is stored for good, not per attempt of the job.
         after_commit(metrics.orchestrator_conversations_total.labels(actor.channel.value).inc)
         if self.gateway is None:
             return NOT_CONFIGURED
-        stopped = await self.budgets.stop_if_over(session, project)
-        session.add(
-            AgentTurn(
-                project_id=project.id,
-                message_id=message.id,
-                actor_id=actor.identity.id,
-                channel=actor.channel,
-                reply_to=reply_to.encode(),
-                # Over budget, the turn waits (not due) until the owner raises the budget.
-                **({"not_before": WAITING_FOR_BUDGET} if stopped is not None else {}),
-            )
+        stopped = None
+        if not await self.budgets.within(session, project.id):
+            stopped = await self.budgets.stop_if_over(session, project)
+        await turn_store.add_turn(
+            session,
+            project.id,
+            message_id,
+            actor.identity.id,
+            actor.channel,
+            reply_to.encode(),
+            # Over budget, the turn waits (not due) until the owner raises the budget.
+            not_before=WAITING_FOR_BUDGET if stopped is not None else None,
         )
-        await session.flush()
         if stopped is not None:
             log.warning("ai.budget_reached", project_id=str(project.id))
             return stopped  # the turn waits for /budget, which queues it
@@ -156,16 +144,19 @@ class AgentConversation:
         """Add `usage` to the project's tokens; the new total."""
         # Added in SQL, not in Python: two channels' turns for one project may overlap.
         model = self.gateway.model if self.gateway is not None else "unknown"
-        values = {
-            "project_id": project_id,
-            "tokens": usage.total,
-            "model": model,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cache_read_tokens": usage.cache_read_tokens,
-            "cache_write_tokens": usage.cache_creation_tokens,
-        }
-        total = (await session.execute(_CHARGE, values)).scalar_one()
+        connection = await raw.in_transaction(session)
+        total = await connection.fetchval(
+            _CHARGE,
+            project_id,
+            usage.total,
+            model,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_creation_tokens,
+        )
+        if total is None:
+            raise LookupError(f"project {project_id} does not exist")
         return int(total)
 
     async def history(
@@ -204,32 +195,6 @@ class AgentConversation:
         except AIUnavailable:
             return None, TokenUsage(0, 0)
         return reply.text.strip() or None, reply.usage
-
-    async def store(
-        self,
-        session: AsyncSession,
-        project_id: uuid.UUID,
-        role: MessageRole,
-        channel: Channel,
-        content: str,
-        *,
-        author_id: uuid.UUID | None = None,
-        blocks: list[dict[str, Any]] | None = None,
-        tokens: int = 0,
-    ) -> ConversationMessage:
-        """A message on `channel`; `author_id` marks the person's own words."""
-        message = ConversationMessage(
-            project_id=project_id,
-            role=role,
-            channel=channel,
-            author_id=author_id,
-            content=content,
-            blocks=blocks,
-            tokens=tokens,
-        )
-        session.add(message)
-        await session.flush()
-        return message
 
 
 def _split_for_summary(messages: list[Said], keep_tokens: int) -> tuple[list[Said], list[Said]]:

@@ -8,6 +8,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from project_orchestrator.agent.models import ComponentStatus
+from project_orchestrator.db import raw
 
 AI = "ai"
 # A failure nobody has confirmed for this long is old news: the next turn will tell.
@@ -29,19 +30,18 @@ _RECORD = text(
 
 # Success touches the row only when it ends an outage. An upsert would lock the row on
 # every turn (even when its WHERE is false) and serialise every project's turns on it.
-_RECOVERED = text(
-    """
+_RECOVERED = """
     UPDATE component_status SET healthy = true, detail = NULL, changed_at = now(),
         updated_at = now()
-    WHERE name = :name AND NOT healthy
-    """
-)
+    WHERE name = $1 AND NOT healthy
+"""
 
 
 async def record_ai(session: AsyncSession, *, healthy: bool, detail: str | None = None) -> None:
     """Failures are written every time (to stay fresh); success only ends an outage."""
     if healthy:
-        await session.execute(_RECOVERED, {"name": AI})
+        connection = await raw.in_transaction(session)  # on every turn: prebuilt
+        await connection.execute(_RECOVERED, AI)
     else:
         await session.execute(_RECORD, {"name": AI, "healthy": False, "detail": detail})
 

@@ -139,6 +139,14 @@ _ANSWERED = """
     UPDATE agent_turns SET status = 'answered', answered_at = now(), updated_at = now()
      WHERE id = $1
 """
+_STORE_MESSAGE = """
+    INSERT INTO conversation_messages (project_id, role, channel, author_id, content)
+    VALUES ($1, 'user', $2::channel, $3, $4) RETURNING id
+"""
+_ADD_TURN = """
+    INSERT INTO agent_turns (project_id, message_id, actor_id, channel, reply_to, not_before)
+    VALUES ($1, $2, $3, $4::channel, $5::jsonb, COALESCE($6, now()))
+"""
 _LOCK_PENDING = "SELECT status = 'pending' FROM agent_turns WHERE id = $1 FOR UPDATE"
 
 
@@ -200,6 +208,44 @@ async def history(
         if row["id"] is not None
     ]
     return rows[0]["summary"], said
+
+
+async def store_message(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    channel: Channel,
+    content: str,
+    author_id: uuid.UUID,
+) -> int:
+    """The person's message kept in the conversation; its id."""
+    connection = await raw.in_transaction(session)
+    message_id: int = await connection.fetchval(
+        _STORE_MESSAGE, project_id, channel.value, author_id, content
+    )
+    return message_id
+
+
+async def add_turn(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    message_id: int,
+    actor_id: uuid.UUID,
+    channel: Channel,
+    reply_to: dict[str, Any],
+    *,
+    not_before: datetime | None,
+) -> None:
+    """A turn for the agent to answer `message_id` (due now, or at `not_before`)."""
+    connection = await raw.in_transaction(session)
+    await connection.execute(
+        _ADD_TURN,
+        project_id,
+        message_id,
+        actor_id,
+        channel.value,
+        raw.json_text(reply_to),
+        not_before,
+    )
 
 
 async def lock_if_pending(session: AsyncSession, turn_id: int) -> bool:

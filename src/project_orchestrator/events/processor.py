@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
+from project_orchestrator.db import raw
 from project_orchestrator.db.engine import Database
 from project_orchestrator.events.models import EventSource, EventStatus, InboundEvent
 from project_orchestrator.logging import get_logger, redact_text
@@ -29,16 +30,22 @@ CATCH_UP_LIMIT = 50
 
 # pg_advisory_xact_lock returns nothing; called in the select list it takes the lock for
 # the row's key before the key comes back.
-_KEY_LOCKED = text(
+# Prebuilt, on the session's asyncpg connection (`raw.in_transaction`): every message
+# runs them.
+_KEY_LOCKED = (
     "SELECT serial_key FROM inbound_events, pg_advisory_xact_lock(hashtextextended(serial_key, 0))"
-    " WHERE id = :id"
+    " WHERE id = $1"
 )
-
-
-# The outcome, as one prebuilt statement rather than a flush of the loaded row.
-_DONE = text(
-    "UPDATE inbound_events SET status = CAST(:status AS event_status), handled_at = now(),"
-    " attempts = attempts + 1, last_error = NULL WHERE id = :id"
+# Its own statement after the lock, so its snapshot sees what the lock's last holder did.
+_EARLIER = """
+    SELECT id FROM inbound_events
+     WHERE serial_key = $1 AND status = 'pending' AND attempts = 0 AND id < $2
+     ORDER BY id LIMIT $3
+"""
+# The outcome, as one statement rather than a flush of the loaded row.
+_DONE = (
+    "UPDATE inbound_events SET status = $2::event_status, handled_at = now(),"
+    " attempts = attempts + 1, last_error = NULL WHERE id = $1"
 )
 
 
@@ -58,7 +65,8 @@ class EventProcessor:
     async def process(self, event_id: int) -> EventStatus:
         async with self.db.session_scope() as session:
             # The key and its lock in one round trip; the lock is the transaction's.
-            key = (await session.execute(_KEY_LOCKED, {"id": event_id})).scalar_one_or_none()
+            connection = await raw.in_transaction(session)
+            key = await connection.fetchval(_KEY_LOCKED, event_id)
             if key is None:
                 raise EventNotFound(f"event {event_id} does not exist")
             await self._catch_up(session, key, event_id)
@@ -73,20 +81,9 @@ class EventProcessor:
         lock handles them in the order they arrived. Their own jobs then find them done.
         An earlier event that fails here is left to its own job (retries, failure count).
         """
-        earlier = (
-            await session.execute(
-                select(InboundEvent.id)
-                .where(
-                    InboundEvent.serial_key == key,
-                    InboundEvent.status == EventStatus.PENDING,
-                    InboundEvent.attempts == 0,
-                    InboundEvent.id < event_id,
-                )
-                .order_by(InboundEvent.id)
-                .limit(CATCH_UP_LIMIT)
-            )
-        ).scalars()
-        for earlier_id in list(earlier):
+        connection = await raw.in_transaction(session)
+        earlier = await connection.fetch(_EARLIER, key, event_id, CATCH_UP_LIMIT)
+        for (earlier_id,) in earlier:
             try:
                 async with session.begin_nested():
                     await self._handle_locked(session, earlier_id)
@@ -111,7 +108,8 @@ class EventProcessor:
             return event.status
         handler = self.handlers.get(event.source)
         outcome = EventStatus.IGNORED if handler is None else await handler.handle(session, event)
-        await session.execute(_DONE, {"id": event_id, "status": outcome.value})
+        connection = await raw.in_transaction(session)
+        await connection.execute(_DONE, event_id, outcome.value)
         return outcome
 
     async def record_failure(self, event_id: int, error: BaseException) -> bool:
