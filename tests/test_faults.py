@@ -135,7 +135,10 @@ async def test_two_apis_and_two_workers_on_one_database(
     assert figures.stream.refused == []
     assert figures.stream.final == Counter({202: 200, 200: 20})
     assert all(n > 50 for n in figures.per_api), figures.per_api  # both APIs took a share
-    assert all(n > 0 for n in figures.replies_per_worker), figures  # both workers worked
+    # Both workers took events. Replies need not spread: a conversation's deliveries go
+    # to whichever worker holds its lease, and a quick one may keep all four threads.
+    assert all(n > 0 for n in figures.events_per_worker), figures
+    assert sum(figures.replies_per_worker) == 200, figures
     # SIGTERM afterwards: every process drains and exits 0.
     assert figures.api_exit_codes == [0, 0]
     assert figures.worker_exit_codes == [0, 0]

@@ -626,6 +626,7 @@ class SharedFigures:
     api_exit_codes: list[int]
     worker_exit_codes: list[int]
     replies_per_worker: list[int]  # comments each worker posted
+    events_per_worker: list[int]  # events each worker handled
     elapsed: float
 
 
@@ -658,8 +659,12 @@ async def shared_database_scenario(
     finally:
         logs = [worker.log for worker in fleet.live]
         codes = await asyncio.to_thread(fleet.stop)
-    posted = [tail(log, 10_000_000).count("github.comment_posted") for log in logs]
-    return SharedFigures(figures, per_api, api_codes, codes, posted, time.monotonic() - started)
+    texts = [tail(log, 10_000_000) for log in logs]
+    posted = [text.count("github.comment_posted") for text in texts]
+    handled = [text.count("event.handled") for text in texts]
+    return SharedFigures(
+        figures, per_api, api_codes, codes, posted, handled, time.monotonic() - started
+    )
 
 
 SHARED_REPOS = ["acme/north", "acme/south", "acme/east", "acme/west"]
