@@ -50,3 +50,19 @@ async def test_json_goes_in_as_text_and_comes_back_decoded(db: Database) -> None
         value = {"repo": "ada/hello", "number": 7, "nested": [1, None, "ü"]}
         back = await connection.fetchval("SELECT $1::jsonb", raw.json_text(value))
         assert back == value
+
+
+async def test_after_a_commit_the_next_statement_is_in_the_next_transaction(
+    db: Database,
+) -> None:
+    async with db.sessionmaker() as session:
+        connection = await raw.in_transaction(session)
+        await connection.execute(INSERT, "committed")
+        await session.commit()
+        # The connection kept for the first transaction must not be reused as if the
+        # second had begun on it: this insert belongs to the second, rolled back.
+        connection = await raw.in_transaction(session)
+        await connection.execute(INSERT, "rolled-back")
+        await session.rollback()
+    async with db.session_scope() as session:
+        assert (await session.execute(LEASES)).scalars().all() == ["committed"]

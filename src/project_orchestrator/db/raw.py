@@ -55,6 +55,9 @@ async def connect(database_url: str) -> asyncpg.Connection:
     )
 
 
+_KEPT = "project_orchestrator.raw_connection"
+
+
 async def in_transaction(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection of `session`, with the session's transaction begun on it.
 
@@ -63,14 +66,23 @@ async def in_transaction(session: AsyncSession) -> asyncpg.Connection:
     would run in autocommit: the BEGIN is sent here then. On this connection json and
     jsonb parameters are JSON text (SQLAlchemy's codecs), and results come back decoded.
     The ORM's objects in the session do not see what is written here.
+
+    Kept in the session's `info` for the rest of its transaction: asking SQLAlchemy for
+    the connection again costs more than the statement it is for.
     """
+    transaction = session.sync_session.get_transaction()
+    kept = session.info.get(_KEPT)
+    # Private to the adapter (uv.lock fixes its version; tests pin the behaviour).
+    if kept is not None and kept[0] is transaction and kept[1]._transaction is not None:
+        driver: asyncpg.Connection = kept[2]
+        return driver
     connection = await session.connection()
     fairy = await connection.get_raw_connection()
     adapted: Any = fairy.dbapi_connection
-    # Private to the adapter (uv.lock fixes its version; a test pins the behaviour).
     if adapted._transaction is None:
         await adapted._start_transaction()
-    driver: asyncpg.Connection = fairy.driver_connection
+    driver = fairy.driver_connection
+    session.info[_KEPT] = (session.sync_session.get_transaction(), adapted, driver)
     return driver
 
 
