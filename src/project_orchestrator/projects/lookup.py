@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from project_orchestrator.db.adopt import columns, load_one
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.spending import project_costs, run_spending
 from project_orchestrator.workflow.models import (
@@ -14,14 +15,14 @@ from project_orchestrator.workflow.models import (
     WorkflowRun,
 )
 
+# Every GitHub message looks its project up: prebuilt (`db.adopt`). The names come from
+# our own table definition, not from input.
+_PROJECT_FOR_REPO = f"SELECT {columns(Project)} FROM projects WHERE lower(github_repo) = $1"  # noqa: S608
+
 
 async def project_for_repo(session: AsyncSession, full_name: str) -> Project | None:
     """Exact full-name match (case-insensitive, as GitHub names are); never a pattern."""
-    return (
-        await session.execute(
-            select(Project).where(func.lower(Project.github_repo) == full_name.lower())
-        )
-    ).scalar_one_or_none()
+    return await load_one(session, Project, _PROJECT_FOR_REPO, full_name.lower())
 
 
 async def status_text(session: AsyncSession, project: Project | None) -> str:

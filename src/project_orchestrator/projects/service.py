@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from project_orchestrator import keys
 from project_orchestrator.audit import AuditAction, AuditLog
+from project_orchestrator.db.adopt import columns, load_one
 from project_orchestrator.db.types import Channel
 from project_orchestrator.errors import ConflictError, OrchestratorError
 from project_orchestrator.projects.models import (
@@ -37,6 +38,11 @@ class Actor:
         if self.identity.github_login is not None:
             return keys.github_user(self.identity.github_login)
         return keys.telegram_user(self.identity.telegram_user_id)
+
+
+# Every GitHub message looks its author up: prebuilt (`db.adopt`). The names come from
+# our own table definition, not from input.
+_IDENTITY_BY_LOGIN = f"SELECT {columns(Identity)} FROM identities WHERE lower(github_login) = $1"  # noqa: S608
 
 
 async def github_identity(session: AsyncSession, login: str) -> Identity:
@@ -84,11 +90,7 @@ async def projects_of(session: AsyncSession, identity_id: uuid.UUID) -> list[Pro
 
 
 async def _identity_by_login(session: AsyncSession, login: str) -> Identity | None:
-    return (
-        await session.execute(
-            select(Identity).where(func.lower(Identity.github_login) == login.lower())
-        )
-    ).scalar_one_or_none()
+    return await load_one(session, Identity, _IDENTITY_BY_LOGIN, login.lower())
 
 
 async def create_project(
