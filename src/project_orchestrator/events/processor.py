@@ -28,10 +28,11 @@ MAX_ATTEMPTS = 6
 CATCH_UP_LIMIT = 50
 
 
-# pg_advisory_xact_lock returns nothing; called in the select list it takes the lock for
-# the row's key before the key comes back.
 # Prebuilt, on the session's asyncpg connection (`raw.in_transaction`): every message
 # runs them.
+#
+# pg_advisory_xact_lock returns nothing; called in the select list it takes the lock for
+# the row's key before the key comes back.
 _KEY_LOCKED = (
     "SELECT serial_key FROM inbound_events, pg_advisory_xact_lock(hashtextextended(serial_key, 0))"
     " WHERE id = $1"
