@@ -34,6 +34,7 @@ from project_orchestrator.logging import get_logger
 from project_orchestrator.projects.budget import WAITING_FOR_BUDGET, Budgets
 from project_orchestrator.projects.models import Project
 from project_orchestrator.projects.service import Actor
+from project_orchestrator.workflow.models import ACTIVE_RUN_STATUSES_SQL
 from project_orchestrator.workflow.service import Workflow
 
 log = get_logger(__name__)
@@ -49,7 +50,7 @@ NOT_CONFIGURED = (
 )
 # The project's total and the ledger line (by model, with the run in progress) in one
 # statement: one round trip per charge, as before the ledger.
-_CHARGE = """
+_CHARGE = f"""
     WITH charged AS (
         UPDATE projects SET ai_tokens_used = ai_tokens_used + $2, updated_at = now()
          WHERE id = $1 RETURNING ai_tokens_used
@@ -58,12 +59,12 @@ _CHARGE = """
                               cache_read_tokens, cache_write_tokens)
         SELECT $1,
                (SELECT id FROM workflow_runs WHERE project_id = $1
-                   AND status IN ('running', 'awaiting_approval', 'on_hold')),
+                   AND status IN {ACTIVE_RUN_STATUSES_SQL}),
                $3, $4, $5, $6, $7
           FROM charged WHERE $2::bigint > 0
     )
     SELECT ai_tokens_used FROM charged
-"""
+"""  # noqa: S608 - the statuses are our own constant, not input
 _CODE_BLOCK = re.compile(r"```.*?(```|$)", re.DOTALL)
 
 

@@ -22,7 +22,7 @@ from project_orchestrator.agent.models import MessageRole
 from project_orchestrator.db import raw
 from project_orchestrator.db.types import Channel
 from project_orchestrator.vision.render import summarize_vision
-from project_orchestrator.workflow.models import GateKind
+from project_orchestrator.workflow.models import ACTIVE_RUN_STATUSES_SQL, GateKind
 from project_orchestrator.workflow.notices import gate_name
 
 
@@ -102,9 +102,8 @@ _PENDING = """
 _SUPERSEDE = (
     "UPDATE agent_turns SET status = 'superseded', updated_at = now() WHERE id = ANY($1::bigint[])"
 )
-# At most one run in progress per project (ACTIVE_RUN_STATUSES) and one question per run
-# (unique indexes).
-_STANDING = """
+# At most one run in progress per project and one question per run (unique indexes).
+_STANDING = f"""
     SELECT p.name, p.github_repo, p.updated_at,
            r.id AS run_id, r.number, r.feature_request, r.status::text AS run_status,
            r.current_phase::text AS phase, g.id AS gate_id, g.kind::text AS gate_kind,
@@ -112,10 +111,10 @@ _STANDING = """
              ORDER BY v.version DESC LIMIT 1) AS vision
       FROM projects p
       LEFT JOIN workflow_runs r ON r.project_id = p.id
-           AND r.status IN ('running', 'awaiting_approval', 'on_hold')
+           AND r.status IN {ACTIVE_RUN_STATUSES_SQL}
       LEFT JOIN approval_gates g ON g.run_id = r.id AND g.status = 'pending'
      WHERE p.id = $1
-"""
+"""  # noqa: S608 - the statuses are our own constant, not input
 # The latest summary and every message after it (the person's only through $2, when
 # given), in one statement: the one-row base keeps the summary when no message follows.
 _HISTORY = """

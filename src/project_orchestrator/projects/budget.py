@@ -29,7 +29,11 @@ from project_orchestrator.projects.models import (
     Project,
 )
 from project_orchestrator.projects.service import Actor, lock_project
-from project_orchestrator.workflow.models import ACTIVE_RUN_STATUSES, WorkflowRun
+from project_orchestrator.workflow.models import (
+    ACTIVE_RUN_STATUSES,
+    ACTIVE_RUN_STATUSES_SQL,
+    WorkflowRun,
+)
 
 MAX_BUDGET = 10**12
 # A turn kept while over budget is due at this date: never, until /budget makes it due now.
@@ -80,7 +84,7 @@ def suggested_budget(used: int, limit: int) -> int:
 
 # Whether a project, and its build in progress, are within their caps, in one statement:
 # the same figures as `Budgets.standing` (an owner's limit of 0 counts as none set).
-_WITHIN = """
+_WITHIN = f"""
     SELECT p.ai_tokens_used < COALESCE(NULLIF(p.ai_token_limit, 0), $2)
        AND (r.id IS NULL OR COALESCE(
                (SELECT sum(u.input_tokens + u.output_tokens + u.cache_read_tokens
@@ -89,9 +93,9 @@ _WITHIN = """
            < COALESCE(NULLIF(r.ai_token_limit, 0), $3))
       FROM projects p
       LEFT JOIN workflow_runs r ON r.project_id = p.id
-           AND r.status IN ('running', 'awaiting_approval', 'on_hold')
+           AND r.status IN {ACTIVE_RUN_STATUSES_SQL}
      WHERE p.id = $1
-"""
+"""  # noqa: S608 - the statuses are our own constant, not input
 
 
 @dataclass

@@ -40,6 +40,8 @@ class RunStatus(enum.StrEnum):
 
 
 ACTIVE_RUN_STATUSES = (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL, RunStatus.ON_HOLD)
+# The same, for statements written as SQL text: `status IN {ACTIVE_RUN_STATUSES_SQL}`.
+ACTIVE_RUN_STATUSES_SQL = "(" + ", ".join(f"'{s.value}'" for s in ACTIVE_RUN_STATUSES) + ")"
 
 
 class Phase(enum.StrEnum):
@@ -86,7 +88,7 @@ class WorkflowRun(UUIDPrimaryKey, Timestamps, Base):
             "uq_workflow_runs_one_active_per_project",
             "project_id",
             unique=True,
-            postgresql_where=text("status IN ('running', 'awaiting_approval', 'on_hold')"),
+            postgresql_where=text(f"status IN {ACTIVE_RUN_STATUSES_SQL}"),
         ),
         CheckConstraint("number >= 1", name="number_positive"),
         CheckConstraint(
