@@ -37,6 +37,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -661,8 +662,81 @@ def main() -> None:
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the service logs")
     parser.add_argument("--database-url", help="admin URL of a PostgreSQL server")
+    parser.add_argument(
+        "--anchor",
+        metavar="REV",
+        help="also run this git revision, alternating with ours, and print the ratios",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each with --anchor")
     args = parser.parse_args()
 
+    extra_env = dict(item.split("=", 1) for item in args.env)
+    if args.anchor is None:
+        _, failed = measure(args, extra_env, "ours")
+        sys.exit(1 if failed else 0)
+    root = Path(__file__).resolve().parents[1]
+    scratch = Path(tempfile.mkdtemp(prefix="bench-anchor-"))
+    tree = scratch / "anchor"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), args.anchor],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+    rounds: list[tuple[list[PhaseResult], list[PhaseResult]]] = []
+    failed = False
+    try:
+        # Alternating, so both see the same drift of a shared machine.
+        anchor_env = {**extra_env, "PYTHONPATH": str(tree / "src")}
+        for _ in range(args.rounds):
+            theirs, _ = measure(args, anchor_env, f"anchor {args.anchor}")
+            ours, ours_failed = measure(args, extra_env, "ours")
+            failed = failed or ours_failed
+            rounds.append((theirs, ours))
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True
+        )
+        shutil.rmtree(scratch, ignore_errors=True)
+    compare(rounds, args.anchor)
+    sys.exit(1 if failed else 0)
+
+
+def worker_cpu(result: PhaseResult) -> float:
+    """CPU per message of the process(es) running the jobs."""
+    names = [n for n in result.cpu_ms_per_msg if n.startswith("worker")] or ["api"]
+    return sum(result.cpu_ms_per_msg.get(n, 0.0) for n in names)
+
+
+def compare(rounds: list[tuple[list[PhaseResult], list[PhaseResult]]], anchor: str) -> None:
+    """Each round's figures side by side, and the median of the per-round ratios."""
+    print()
+    print(f"ours beside anchor {anchor}, per round (anchor / ours; ratio ours / anchor):")
+    ratios: dict[float, list[float]] = {}
+    for n, (theirs, ours) in enumerate(rounds, 1):
+        for a, o in zip(theirs, ours, strict=False):
+            ratio = worker_cpu(o) / worker_cpu(a)
+            ratios.setdefault(o.rate, []).append(ratio)
+            print(
+                f"  round {n} {o.rate:>4.0f}/s: reply/s {a.reply_rate:.1f} / {o.reply_rate:.1f}"
+                f"; p50 ms {percentile(a.overhead_ms, 50):.1f} / "
+                f"{percentile(o.overhead_ms, 50):.1f}; p99 ms "
+                f"{percentile(a.overhead_ms, 99):.1f} / {percentile(o.overhead_ms, 99):.1f}"
+                f"; worker CPU ms/message {worker_cpu(a):.1f} / {worker_cpu(o):.1f}"
+                f" (ratio {ratio:.2f})"
+            )
+    for rate, values in ratios.items():
+        listed = ", ".join(f"{v:.2f}" for v in values)
+        print(
+            f"  {rate:.0f}/s: worker CPU per message, median ratio {statistics.median(values):.2f}"
+            f" (rounds: {listed})"
+        )
+
+
+def measure(
+    args: argparse.Namespace, extra_env: dict[str, str], label: str
+) -> tuple[list[PhaseResult], bool]:
+    """One run: a scratch database, the service, the warm-up, then each rate."""
     admin = args.database_url or postgres.admin_url()
     workdir = Path(tempfile.mkdtemp(prefix="bench-agent-"))
     repos = [f"bench-org/repo-{i:03d}" for i in range(args.repos)]
@@ -676,7 +750,7 @@ def main() -> None:
             separate_worker=args.separate_worker,
             log_level=args.log_level,
             workers=args.workers,
-            extra_env=dict(item.split("=", 1) for item in args.env),
+            extra_env=extra_env,
         )
         try:
             for repo in repos:
@@ -703,7 +777,7 @@ def main() -> None:
                 missing = [d for d in warm if d.token not in taken["arrivals"]]
                 if missing:
                     raise RuntimeError(f"warm-up: {len(missing)} replies missing")
-            results = []
+            results: list[PhaseResult] = []
             for rate in args.rate:
                 deliveries = [
                     make_delivery(repos[i % len(repos)], args.padding) for i in range(args.messages)
@@ -728,7 +802,7 @@ def main() -> None:
                 mode += "; " + " ".join(args.env)
             report(
                 results,
-                f"{mode}; fakes {args.fakes}; {args.repos} repositories; "
+                f"{label}: {mode}; fakes {args.fakes}; {args.repos} repositories; "
                 f"{args.messages} messages per rate; revision {revision()}\n"
                 "overhead = reply comment POST answered - 202 received",
             )
@@ -739,7 +813,7 @@ def main() -> None:
                 print(f"service logs kept in {workdir}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
-    sys.exit(1 if failed else 0)
+    return results, failed
 
 
 if __name__ == "__main__":
