@@ -167,9 +167,10 @@ class Fakes:
     def add_issue(self, repo: str, number: int) -> None:
         self.github.add_issue(repo, number, title="An idea", user=OWNER_LOGIN)
 
-    def reply_count(self) -> int:
+    def missing(self, tokens: list[str]) -> int:
+        """How many of these tokens no reply has carried yet."""
         with self.timings.lock:
-            return len(self.timings.arrivals)
+            return sum(1 for token in tokens if token not in self.timings.arrivals)
 
     def take(self) -> dict[str, Any]:
         """Arrivals so far, and the service times recorded since the last call."""
@@ -434,10 +435,16 @@ async def send_at_rate(url: str, deliveries: list[Delivery], rate: float) -> Non
 
 
 def wait_for_replies(
-    fakes: FakesHandle, expected: int, timeout: float, alive: Callable[[], None]
+    fakes: FakesHandle, accepted: list[Delivery], timeout: float, alive: Callable[[], None]
 ) -> None:
+    """Until each repository's newest accepted message is answered: a reply covers the
+    earlier ones of its project, so there may be fewer replies than messages."""
+    newest: dict[str, Delivery] = {}
+    for delivery in sorted(accepted, key=lambda d: d.accepted):
+        newest[delivery.repo] = delivery
+    tokens = [d.token for d in newest.values()]
     deadline = time.monotonic() + timeout
-    while fakes.call("reply_count") < expected and time.monotonic() < deadline:
+    while fakes.call("missing", tokens) and time.monotonic() < deadline:
         alive()
         time.sleep(0.1)
 
@@ -617,13 +624,12 @@ def run_phase(
     drain_timeout: float,
     pids: Callable[[], dict[str, list[int]]],
 ) -> tuple[list[Delivery], dict[str, Any], tuple[dict[str, float], float, float]]:
-    already = fakes.call("reply_count")
     fakes.call("take")  # service times from here on only
     meter = CpuMeter(pids())
     meter.start()
     asyncio.run(send_at_rate(service.url, deliveries, rate))
-    accepted = sum(1 for d in deliveries if d.status == 202)
-    wait_for_replies(fakes, already + accepted, drain_timeout, service.check_alive)
+    accepted = [d for d in deliveries if d.status == 202]
+    wait_for_replies(fakes, accepted, drain_timeout, service.check_alive)
     cpu = meter.stop(pids())
     return deliveries, fakes.call("take"), cpu
 
@@ -803,7 +809,7 @@ def measure(
             report(
                 results,
                 f"{label}: {mode}; fakes {args.fakes}; {args.repos} repositories; "
-                f"{args.messages} messages per rate; revision {revision()}\n"
+                f"{args.messages} messages per rate; bench at {revision()}\n"
                 "overhead = reply comment POST answered - 202 received",
             )
         finally:
