@@ -98,6 +98,13 @@ class Round:
     rows: int | None = None
     jobs: int | None = None
 
+    @property
+    def accepted_rps(self) -> float:
+        """2xx answers per second: a refusal (a 429, say) is quick and must not count."""
+        if not self.requests:
+            return 0.0
+        return self.rps * (self.requests - self.non_2xx) / self.requests
+
 
 def parse_wrk(target: str, output: str) -> Round:
     def latency_ms(text: str) -> float:
@@ -304,9 +311,9 @@ class Phase:
 
     def ratios(self) -> list[float]:
         return [
-            o.rps / a.rps
+            o.accepted_rps / a.accepted_rps
             for o, a in zip(self.of("ours"), self.of("octokit"), strict=False)
-            if a.rps
+            if a.accepted_rps
         ]
 
 
@@ -352,7 +359,7 @@ def report(label: str, r: Round) -> None:
     stored = "" if r.rows is None else f"  rows {r.rows} jobs {r.jobs}"
     errors = r.non_2xx + r.socket_errors
     print(
-        f"  {label:<10} {r.target:<8} {r.rps:>9.0f} req/s  p50 {r.p50_ms:>6.2f} ms  "
+        f"  {label:<10} {r.target:<8} {r.accepted_rps:>9.0f} 2xx/s  p50 {r.p50_ms:>6.2f} ms  "
         f"p99 {r.p99_ms:>6.2f} ms  2xx {r.requests - r.non_2xx:>7}  errors {errors}{stored}",
         flush=True,
     )
@@ -363,8 +370,9 @@ def summarise(phases: list[Phase]) -> None:
     base: float | None = None
     for phase in phases:
         ours = phase.of("ours")
+        accepted = statistics.median(r.accepted_rps for r in ours)
         line = (
-            f"  {phase.label:<10} ours {statistics.median(r.rps for r in ours):>7.0f} req/s "
+            f"  {phase.label:<10} ours {accepted:>7.0f} 2xx/s "
             f"p99 {statistics.median(r.p99_ms for r in ours):>6.2f} ms"
         )
         ratios = phase.ratios()
@@ -372,7 +380,7 @@ def summarise(phases: list[Phase]) -> None:
             ratio = statistics.median(ratios)
             octokit = phase.of("octokit")
             line += (
-                f" | octokit {statistics.median(r.rps for r in octokit):>7.0f} req/s "
+                f" | octokit {statistics.median(r.accepted_rps for r in octokit):>7.0f} 2xx/s "
                 f"p99 {statistics.median(r.p99_ms for r in octokit):>6.2f} ms"
                 f" | ratio {ratio:.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})"
             )
@@ -387,6 +395,9 @@ def summarise(phases: list[Phase]) -> None:
         # wrk stops its clock with requests in flight: those are stored but not counted
         # as answered, so rows may exceed the 2xx by a few. Fewer would be a loss.
         verdict = "every 2xx stored" if rows >= answered and jobs == rows else "LOST"
+        refused = sum(r.non_2xx + r.socket_errors for r in phase.rounds)
+        if refused:
+            verdict += f"; {refused} answers not 2xx or failed (ERRORS: not in the figures)"
         print(
             f"  {'':<10} 2xx {answered}, rows {rows}, jobs {jobs}: {verdict}; "
             f"ours RSS MB idle {', '.join(f'{x:.0f}' for x in phase.idle_rss)}, "

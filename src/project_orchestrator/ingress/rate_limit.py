@@ -124,11 +124,15 @@ class SharedWindows:
         local = route + "\0" + client
         count = self.counts.get(local)
         if count is None:
-            count = self.counts[local] = _SharedCount(pending=1)
+            count = self.counts[local] = _SharedCount(pending=1, syncing=True)
             await self._sync(self._key(route, client), count)
         else:
             count.pending += 1
             if not count.syncing and now - count.synced_at >= SYNC_SECONDS:
+                # Marked before the task runs: requests handled in this same turn of the
+                # loop must not start a second sync of this count (both would subtract
+                # what they added, and the count would run negative).
+                count.syncing = True
                 task = asyncio.create_task(self._sync(self._key(route, client), count))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -138,7 +142,7 @@ class SharedWindows:
         return RateDecision(seen <= amount, amount, max(0, amount - seen), retry_after)
 
     async def _sync(self, key: str, count: _SharedCount) -> None:
-        count.syncing = True
+        """Add what was counted here; the caller has marked the count as syncing."""
         adding = count.pending
         try:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -166,6 +170,7 @@ class SharedWindows:
         for local, count in list(self.counts.items()):
             if count.pending:
                 route, client = local.split("\0", 1)
+                count.syncing = True
                 await self._sync(self._key(route, client), count)
         await self.client.aclose()
 
