@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,16 @@ from project_orchestrator.agent.protocol import ReplyTo
 from project_orchestrator.agent.status import ai_outage
 from project_orchestrator.agent.tools import TOOLS
 from project_orchestrator.agent.turns import GAVE_UP, STILL_TRYING
+from project_orchestrator.channels.models import OutboundMessage
 from project_orchestrator.db.engine import Database
 from project_orchestrator.db.types import Channel
-from project_orchestrator.projects.budget import WAITING_FOR_BUDGET, Budgets, Limits
-from project_orchestrator.projects.models import AiUsage, Project
+from project_orchestrator.projects.budget import (
+    WAITING_FOR_BUDGET,
+    Budgets,
+    Limits,
+    suggested_budget,
+)
+from project_orchestrator.projects.models import AiUsage, BudgetRequest, Project
 from project_orchestrator.projects.service import (
     Actor,
     github_identity,
@@ -228,6 +234,7 @@ class SaysMoreWhileThinking(WhileThinking):
     """The person writes again while the model is still answering the first message."""
 
     said: str | None = None  # what storing it answered at once (None: queued)
+    reply_to: ReplyTo = field(default_factory=lambda: ReplyTo.github("acme/meals", 1, "reply:more"))
 
     async def create(self, **request: Any) -> Any:
         if not self.done:
@@ -242,7 +249,7 @@ class SaysMoreWhileThinking(WhileThinking):
                     project,
                     actor,
                     "And one more thing",
-                    ReplyTo.github("acme/meals", 1, "reply:more"),
+                    self.reply_to,
                 )
         return await self.inner.create(**request)
 
@@ -269,6 +276,34 @@ async def test_a_message_that_arrived_before_the_cap_was_reached_waits_too(
         ).scalar_one()
     assert waiting.status is TurnStatus.PENDING
     assert waiting.not_before == WAITING_FOR_BUDGET
+
+
+async def test_in_a_chat_that_wait_comes_with_the_button_that_raises_the_budget(
+    setup: AnthropicSetup,
+) -> None:
+    setup.agent.budgets = Budgets(setup.audit, Limits(per_project=50, per_run=10**9))
+    thinking = SaysMoreWhileThinking(setup.gateway, setup)
+    thinking.reply_to = ReplyTo.telegram(4242, "tg-reply:more")
+    setup.agent.gateway = thinking  # type: ignore[assignment]
+    setup.fake.reply_text("x " * 200)
+    await setup.say("A long answer please " * 20)
+    assert thinking.said is None
+    async with setup.db.session_scope() as session:
+        told = (
+            await session.execute(
+                select(OutboundMessage).where(
+                    OutboundMessage.idempotency_key == "tg-reply:more:budget"
+                )
+            )
+        ).scalar_one()
+        request = (await session.execute(select(BudgetRequest))).scalar_one()
+    assert told.body.startswith("This project has used its AI budget")
+    assert told.payload is not None
+    assert told.payload["chat_id"] == 4242
+    assert told.payload["budget"] == {
+        "request_id": str(request.id),
+        "amount": suggested_budget(request.used_tokens, request.limit_tokens),
+    }
 
 
 async def test_an_unreachable_ai_is_retried_by_itself_and_a_newer_message_supersedes(

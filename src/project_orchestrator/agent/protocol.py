@@ -51,13 +51,22 @@ class ReplyTo:
             chat_id=data.get("chat_id"),
         )
 
-    async def stage(self, session: AsyncSession, text: str, *, suffix: str | None = None) -> None:
-        """Say `text` there once the session commits (the outbox)."""
+    async def stage(
+        self,
+        session: AsyncSession,
+        text: str,
+        *,
+        suffix: str | None = None,
+        budget: tuple[object, int] | None = None,
+    ) -> None:
+        """Say `text` there once the session commits (the outbox). In a chat, `budget`
+        (a budget request and an amount) adds the button that raises it in one tap; a
+        comment thread has no buttons, its text names the command."""
         key = self.key if suffix is None else f"{self.key}:{suffix}"
         if self.repo is not None and self.number is not None:
             await stage_comment(session, self.repo, self.number, key, text)
         elif self.chat_id is not None:
-            await stage_message(session, self.chat_id, key, text)
+            await stage_message(session, self.chat_id, key, text, budget=budget)
 
 
 class Conversation(Protocol):

@@ -195,13 +195,18 @@ class TurnRunner:
         if standing.updated_at <= turn.created_at or await budgets.within(session, project_id):
             return False
         project = await session.get(Project, project_id)
-        stopped = await budgets.stop_if_over(session, project) if project is not None else None
+        if project is None:
+            return False
+        stopped = await budgets.stop_if_over(session, project)
         if stopped is None:
             return False
         await session.execute(
             update(AgentTurn).where(AgentTurn.id == turn.id).values(not_before=WAITING_FOR_BUDGET)
         )
-        await ReplyTo.decode(turn.reply_to).stage(session, stopped, suffix="budget")
+        # In a chat the owner raises it with one tap, as when a message arrives over it.
+        reply_to = ReplyTo.decode(turn.reply_to)
+        button = await budgets.raise_button(session, project) if reply_to.chat_id else None
+        await reply_to.stage(session, stopped, suffix="budget", budget=button)
         log.warning("ai.budget_reached", project_id=str(project_id), turn_id=turn.id)
         return True
 
