@@ -12,6 +12,8 @@ from sqlalchemy import text
 from project_orchestrator.db.engine import Database
 from tests.support.github_payloads import issue_comment, signed
 from tests.support.records import audit_entries, event_and_job_counts
+from tests.support.redis_server import URI as REDIS_URI
+from tests.support.redis_server import clear_of_a_window_edge, own_address, require_redis
 from tests.support.webhooks import SECRET, URL, webhook_client
 
 
@@ -236,22 +238,10 @@ async def test_a_stored_delivery_has_the_job_pgqueuer_itself_would_queue(
 async def test_a_rate_limit_counted_in_redis_is_shared_by_instances(
     tmp_path: Path, database_url: str, db: Database
 ) -> None:
-    import random
-
-    import redis.asyncio
-
-    uri = "redis://127.0.0.1:6379/0"
-    try:
-        probe = redis.asyncio.from_url(uri, socket_connect_timeout=1)
-        await probe.ping()
-        await probe.aclose()
-    except OSError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    except redis.exceptions.ConnectionError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    # An address of this run's own: counts of other runs in the same minute stay apart.
-    client_ip = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
-    shared = {"default_rate_limit": "2/minute", "rate_limit_storage_uri": uri}
+    await require_redis()
+    await clear_of_a_window_edge(5.0)  # four deliveries through two app start-ups
+    client_ip = own_address()
+    shared = {"default_rate_limit": "2/minute", "rate_limit_storage_uri": REDIS_URI}
     codes = []
     for _ in range(2):  # two instances, one after the other, one count
         async with webhook_client(tmp_path, database_url, client_ip=client_ip, **shared) as c:

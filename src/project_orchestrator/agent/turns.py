@@ -205,7 +205,9 @@ class TurnRunner:
         )
         # In a chat the owner raises it with one tap, as when a message arrives over it.
         reply_to = ReplyTo.decode(turn.reply_to)
-        button = await budgets.raise_button(session, project) if reply_to.chat_id else None
+        button = (
+            await budgets.raise_button(session, project) if reply_to.chat_id is not None else None
+        )
         await reply_to.stage(session, stopped, suffix="budget", budget=button)
         log.warning("ai.budget_reached", project_id=str(project_id), turn_id=turn.id)
         return True

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse
 from slowapi import Limiter
@@ -124,15 +126,11 @@ class SharedWindows:
         local = route + "\0" + client
         count = self.counts.get(local)
         if count is None:
-            count = self.counts[local] = _SharedCount(pending=1, syncing=True)
+            count = self.counts[local] = _SharedCount(pending=1)
             await self._sync(self._key(route, client), count)
         else:
             count.pending += 1
             if not count.syncing and now - count.synced_at >= SYNC_SECONDS:
-                # Marked before the task runs: requests handled in this same turn of the
-                # loop must not start a second sync of this count (both would subtract
-                # what they added, and the count would run negative).
-                count.syncing = True
                 task = asyncio.create_task(self._sync(self._key(route, client), count))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -141,8 +139,19 @@ class SharedWindows:
         retry_after = max(1, math.ceil(start + self.seconds - now))
         return RateDecision(seen <= amount, amount, max(0, amount - seen), retry_after)
 
-    async def _sync(self, key: str, count: _SharedCount) -> None:
-        """Add what was counted here; the caller has marked the count as syncing."""
+    def _sync(self, key: str, count: _SharedCount) -> Coroutine[Any, Any, None]:
+        """Mark `count` as syncing at once, then give the round trip that shares it.
+
+        Not a coroutine itself: the mark is set when the sync is asked for, not when a task
+        gets round to it, so requests handled in the same turn of the loop never start a
+        second sync of one count (each would subtract what it added, and the count would
+        run negative).
+        """
+        count.syncing = True
+        return self._share(key, count)
+
+    async def _share(self, key: str, count: _SharedCount) -> None:
+        """Add what was counted here to the shared count, and learn the shared count."""
         adding = count.pending
         try:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -170,7 +179,6 @@ class SharedWindows:
         for local, count in list(self.counts.items()):
             if count.pending:
                 route, client = local.split("\0", 1)
-                count.syncing = True
                 await self._sync(self._key(route, client), count)
         await self.client.aclose()
 
